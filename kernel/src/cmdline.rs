@@ -1,0 +1,54 @@
+//! Kernel command-line options (QEMU's `-append`, or `scripts/run -- -append ...`).
+//!
+//! Options are space-separated `key=value` words:
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `loglevel=error\|warn\|info\|debug\|trace` | how much the log says (default `info`) |
+//! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
+//! | `test=pagefault` | write to an unmapped address (the report must name CR2) |
+//! | `test=stack-overflow` | recurse into the boot stack's guard page (double fault on the IST stack) |
+//!
+//! Unknown words are reported and ignored, so a typo does not go unnoticed.
+
+/// A deliberate failure, for the tests of the crash paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashTest {
+    Panic,
+    PageFault,
+    StackOverflow,
+}
+
+/// The parsed command line.
+#[derive(Debug)]
+pub struct Options<'a> {
+    pub log_level: log::LevelFilter,
+    pub crash_test: Option<CrashTest>,
+    /// The first word that was not understood, if any.
+    pub unknown: Option<&'a str>,
+}
+
+impl<'a> Options<'a> {
+    pub fn parse(cmdline: &'a str) -> Self {
+        let mut options = Options {
+            log_level: log::LevelFilter::Info,
+            crash_test: None,
+            unknown: None,
+        };
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            match (key, value) {
+                ("loglevel", level) if level.parse::<log::LevelFilter>().is_ok() => {
+                    options.log_level = level.parse().unwrap_or(log::LevelFilter::Info);
+                }
+                ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
+                ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),
+                ("test", "stack-overflow") => options.crash_test = Some(CrashTest::StackOverflow),
+                _ => {
+                    options.unknown.get_or_insert(word);
+                }
+            }
+        }
+        options
+    }
+}

@@ -1,0 +1,172 @@
+//! The kernel: boots on QEMU through the PVH entry, sets up the CPU and memory,
+//! runs its self-checks and leaves QEMU with a status the host can read.
+//!
+//! Boot path: `boot.rs` (32-bit entry, long mode) -> [`kernel_entry`] (GDT, IDT,
+//! serial console, memory map, page tables) -> self-checks -> `qemu::exit`.
+//!
+//! Built for the host (as `cargo test --workspace` does), this crate is an empty
+//! program that explains itself: the kernel only means something on
+//! `x86_64-unknown-none`.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod cmdline;
+#[cfg(target_os = "none")]
+mod cpu;
+#[cfg(target_os = "none")]
+mod gdt;
+#[cfg(target_os = "none")]
+mod interrupts;
+#[cfg(target_os = "none")]
+mod memory;
+#[cfg(target_os = "none")]
+mod panic;
+#[cfg(target_os = "none")]
+mod pvh;
+#[cfg(target_os = "none")]
+mod qemu;
+#[cfg(target_os = "none")]
+#[macro_use]
+mod serial;
+#[cfg(target_os = "none")]
+mod selftest;
+#[cfg(target_os = "none")]
+mod stack;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "This crate is the kernel: build it for x86_64-unknown-none and boot it with scripts/run."
+    );
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+use {cmdline::CrashTest, qemu::ExitCode, spin::Once};
+
+/// The loader's information, copied out of low memory at boot.
+#[cfg(target_os = "none")]
+static BOOT_INFO: Once<pvh::BootInfo> = Once::new();
+
+/// Called by `boot.rs` on the boot stack, in long mode, with interrupts off and the
+/// first GiB identity-mapped. `start_info` is the physical address of the PVH
+/// `hvm_start_info`.
+#[cfg(target_os = "none")]
+extern "C" fn kernel_entry(start_info: u32) -> ! {
+    // SAFETY: `start_info` is what QEMU passed in ebx, and the boot page tables
+    // identity-map the low memory it points into.
+    let boot = unsafe { pvh::BootInfo::read(start_info as u64) };
+    let options_level = boot.as_ref().map_or(log::LevelFilter::Info, |boot| {
+        cmdline::Options::parse(boot.cmdline()).log_level
+    });
+    serial::init(options_level);
+
+    gdt::BSP_TABLES.load(x86_64::VirtAddr::new(gdt::BSP_FAULT_STACK.top()));
+    interrupts::load();
+
+    let boot = match boot {
+        Ok(boot) => BOOT_INFO.call_once(|| boot),
+        Err(error) => panic!("unusable PVH start info: {error:?}"),
+    };
+    let options = cmdline::Options::parse(boot.cmdline());
+    println!(
+        "kernel: booting on CPU with APIC ID {} (PVH entry)",
+        cpu::apic_id()
+    );
+    log::info!("command line: {:?}", boot.cmdline());
+    log::info!("cpu: NX {}, x2APIC {}", cpu::has_nx(), cpu::has_x2apic());
+    match boot.rsdp {
+        Some(rsdp) => log::info!("acpi: RSDP at {rsdp:#x} (from the PVH start info)"),
+        None => log::info!("acpi: the loader gave no RSDP"),
+    }
+    if let Some(word) = options.unknown {
+        log::warn!("command line: ignoring unknown option {word:?}");
+    }
+    print_memory_map(boot);
+
+    let guard_pages = [
+        boot::BOOT_STACK.guard_page(),
+        gdt::BSP_FAULT_STACK.guard_page(),
+    ];
+    // SAFETY: first and only call, on the BSP, with the boot identity map active; the
+    // PVH structures were copied into BOOT_INFO above.
+    let paging = match unsafe { memory::paging::init(boot, &guard_pages) } {
+        Ok(summary) => summary,
+        Err(error) => panic!("cannot build the kernel page tables: {error:?}"),
+    };
+    log::info!(
+        "paging: kernel image {} pages ({} guard pages unmapped), direct map {} MiB at {:#x}, \
+         NX {}, page-table frames [{:#x}, {:#x})",
+        paging.kernel_pages,
+        paging.guard_pages,
+        paging.direct_map_bytes >> 20,
+        memory::PHYS_OFFSET,
+        if paging.no_execute {
+            "on"
+        } else {
+            "unsupported"
+        },
+        paging.table_frames.0,
+        paging.table_frames.1,
+    );
+
+    selftest::run(boot, &guard_pages);
+
+    if let Some(test) = options.crash_test {
+        crash_on_purpose(test);
+    }
+    println!("kernel: all checks passed");
+    qemu::exit(ExitCode::Success)
+}
+
+#[cfg(target_os = "none")]
+fn print_memory_map(boot: &pvh::BootInfo) {
+    println!("memory map (from the PVH start info):");
+    for region in boot.regions() {
+        println!("  {region}");
+    }
+    if boot.regions_dropped > 0 {
+        log::warn!(
+            "memory map: {} entries beyond the first 32 ignored",
+            boot.regions_dropped
+        );
+    }
+    let ram: u64 = boot.ram().map(|region| region.size).sum();
+    println!(
+        "  usable RAM: {} MiB in {} regions",
+        ram >> 20,
+        boot.ram().count()
+    );
+}
+
+/// The deliberate failures that the boot tests use to check the crash paths.
+#[cfg(target_os = "none")]
+fn crash_on_purpose(test: CrashTest) -> ! {
+    println!("kernel: crashing on purpose ({test:?})");
+    match test {
+        CrashTest::Panic => panic!("deliberate panic requested by the command line"),
+        CrashTest::PageFault => {
+            let address = 0xdead_beef_000 as *mut u64;
+            // SAFETY: not sound, on purpose: the address is unmapped and the write
+            // must raise a page fault whose report names it.
+            unsafe { address.write_volatile(1) };
+            panic!("the write to an unmapped address did not fault");
+        }
+        CrashTest::StackOverflow => {
+            recurse(0);
+            panic!("unbounded recursion returned");
+        }
+    }
+}
+
+/// Eats the stack until it runs into the guard page.
+#[cfg(target_os = "none")]
+#[allow(unconditional_recursion, reason = "it is meant to overflow the stack")]
+fn recurse(depth: u64) -> u64 {
+    let frame = [depth; 64];
+    core::hint::black_box(&frame);
+    recurse(depth + 1) + core::hint::black_box(frame[0])
+}
