@@ -7,14 +7,15 @@
 //! vector number and jumps to `trap_common`, which saves the general registers and
 //! calls [`trap_dispatch`] with a pointer to the resulting [`TrapFrame`].
 //!
-//! Exceptions (vectors 0-31) are fatal except the breakpoint: the report names the
+//! Exceptions (vectors 0-31) are fatal (but for the self-check's deliberate
+//! invalid opcode): the report names the
 //! exception, the error code, RIP, RSP, CR2 for page faults, and the CPU, then the
 //! run fails through `isa-debug-exit`. Vectors 32-255 go to a handler registered
 //! with [`set_handler`] (the timer and IPIs, later), or are reported as unexpected.
 //!
 //! The stubs are plain `global_asm!`: `extern "x86-interrupt"` is not stable Rust.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use spin::Once;
 use x86_64::VirtAddr;
@@ -133,6 +134,24 @@ static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
+/// Set by [`check_exception_round_trip`] around its deliberate invalid opcode.
+static EXPECTING_INVALID_OPCODE: AtomicBool = AtomicBool::new(false);
+
+/// Raises an invalid-opcode exception on purpose and checks that the handler ran
+/// and execution resumed after it: the IDT, the stubs, the saved registers and
+/// `iretq` all work. (A fault, not `int3`: KVM on AMD hosts without next-RIP
+/// saving emulates software interrupts, and nested set-ups fail to.)
+pub fn check_exception_round_trip() {
+    EXPECTING_INVALID_OPCODE.store(true, Ordering::Release);
+    // SAFETY: `ud2` raises #UD; the dispatcher sees the flag, skips the 2-byte
+    // instruction and returns here with every register restored.
+    unsafe { core::arch::asm!("ud2") };
+    assert!(
+        !EXPECTING_INVALID_OPCODE.load(Ordering::Acquire),
+        "the invalid-opcode handler did not run"
+    );
+}
+
 /// Builds the IDT (first call) and loads it on the calling CPU.
 pub fn load() {
     IDT.call_once(build_idt).load();
@@ -197,8 +216,9 @@ fn set_entry(
 /// Called by `trap_common` for every interrupt and exception.
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector as usize;
-    if vector == 3 {
-        log::info!("breakpoint at {:#x}, resuming", frame.rip);
+    if vector == 6 && EXPECTING_INVALID_OPCODE.swap(false, Ordering::AcqRel) {
+        // The self-check's deliberate `ud2` (2 bytes): step over it and resume.
+        frame.rip += 2;
         return;
     }
     if vector < 32 {

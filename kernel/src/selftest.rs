@@ -7,9 +7,9 @@ use crate::memory::{KernelImage, PHYS_OFFSET, paging};
 use crate::pvh::BootInfo;
 
 pub fn run(boot: &BootInfo, guard_pages: &[u64]) {
-    // The IDT, the entry stubs and `iretq` work: a breakpoint exception is taken
-    // and execution resumes after it.
-    x86_64::instructions::interrupts::int3();
+    // The IDT, the entry stubs and `iretq` work: an exception is taken and
+    // execution resumes after it.
+    crate::interrupts::check_exception_round_trip();
 
     // The kernel sections carry the permissions the linker script promises.
     let image = KernelImage::get();

@@ -1,0 +1,361 @@
+//! Host-side harness: build the kernel, boot it in QEMU, read what it says.
+//!
+//! One implementation serves both `scripts/run` (through the `qemu-run` binary,
+//! which echoes the serial console to the terminal) and the boot tests in
+//! `tests/tests/` (which capture the log and check it). It owns the QEMU command
+//! line, the choice between KVM and TCG, the time-out, and the meaning of QEMU's
+//! exit status:
+//!
+//! | QEMU status | meaning |
+//! |---|---|
+//! | 33 = (0x10 << 1) \| 1 | the kernel wrote `Success` to `isa-debug-exit` |
+//! | 35 = (0x11 << 1) \| 1 | the kernel wrote `Failure` (a panic or an exception) |
+//! | 0 | the guest reset without reporting: with `-no-reboot` that is a triple fault |
+//! | killed by the harness | no verdict before the time-out |
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use std::{fmt, fs, io, thread};
+
+/// QEMU's status when the kernel reports success (`(0x10 << 1) | 1`).
+pub const QEMU_SUCCESS: i32 = 33;
+/// QEMU's status when the kernel reports failure (`(0x11 << 1) | 1`).
+pub const QEMU_FAILURE: i32 = 35;
+/// The line a successful boot ends with.
+pub const SUCCESS_LINE: &str = "kernel: all checks passed";
+
+/// The emulated machine type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Machine {
+    /// i440FX + PIIX, the classic PC.
+    Pc,
+    /// Q35 + ICH9, PCI Express.
+    Q35,
+}
+
+impl Machine {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "pc" => Some(Self::Pc),
+            "q35" => Some(Self::Q35),
+            _ => None,
+        }
+    }
+
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Self::Pc => "pc",
+            Self::Q35 => "q35",
+        }
+    }
+}
+
+/// How the guest CPUs are emulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm (`-cpu host`: x2APIC available).
+    Kvm,
+    /// QEMU's multi-threaded binary translation (no x2APIC in QEMU 7.2).
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Kvm => "KVM",
+            Self::Tcg => "TCG",
+        })
+    }
+}
+
+/// Whether /dev/kvm exists and this user may open it.
+pub fn kvm_usable() -> bool {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Cargo profile of the kernel build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
+/// The repository root (the workspace), found from this crate's manifest.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Builds the kernel with cargo and returns the path of its ELF.
+pub fn build_kernel(profile: Profile) -> io::Result<PathBuf> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "kernel",
+        "--target",
+        "x86_64-unknown-none",
+    ]);
+    if profile == Profile::Release {
+        command.arg("--release");
+    }
+    // The kernel's flags come from .cargo/config.toml; flags meant for the host
+    // build that spawned us must not leak into it.
+    command
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let status = command.status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!(
+            "building the kernel failed ({status})"
+        )));
+    }
+    let dir = if profile == Profile::Release {
+        "release"
+    } else {
+        "debug"
+    };
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target_dir
+        .join("x86_64-unknown-none")
+        .join(dir)
+        .join("kernel"))
+}
+
+/// Everything that decides one QEMU run.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    pub kernel: PathBuf,
+    pub smp: u32,
+    /// `-m` argument, e.g. "128M" or "8G".
+    pub mem: String,
+    pub machine: Machine,
+    /// `None`: KVM when usable, TCG otherwise.
+    pub accel: Option<Accel>,
+    /// The kernel command line (`-append`).
+    pub append: String,
+    /// Wait for gdb on tcp::1234 before the first instruction (`-s -S`).
+    pub gdb: bool,
+    pub timeout: Duration,
+    /// Passed to QEMU unchanged, after everything else.
+    pub extra_args: Vec<String>,
+}
+
+impl QemuConfig {
+    pub fn new(kernel: PathBuf) -> Self {
+        Self {
+            kernel,
+            smp: 4,
+            mem: "128M".into(),
+            machine: Machine::Pc,
+            accel: None,
+            append: String::new(),
+            gdb: false,
+            timeout: Duration::from_secs(120),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The accelerator this configuration will use.
+    pub fn resolved_accel(&self) -> Accel {
+        self.accel
+            .unwrap_or(if kvm_usable() { Accel::Kvm } else { Accel::Tcg })
+    }
+
+    /// The full QEMU argument list.
+    pub fn qemu_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "-machine".into(),
+            self.machine.qemu_name().into(),
+            "-m".into(),
+            self.mem.clone(),
+            "-smp".into(),
+            self.smp.to_string(),
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+            "-display".into(),
+            "none".into(),
+            "-serial".into(),
+            "stdio".into(),
+            "-monitor".into(),
+            "none".into(),
+            // A triple fault resets the machine; make it stop QEMU instead.
+            "-no-reboot".into(),
+            "-device".into(),
+            "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+        ];
+        match self.resolved_accel() {
+            // The host's CPU model, less IA32_ARCH_CAPABILITIES: nested KVM set-ups
+            // (like the machines this project is tested on) refuse to let QEMU set
+            // that MSR and QEMU aborts at start.
+            Accel::Kvm => {
+                args.extend(["-accel", "kvm", "-cpu", "host,-arch-capabilities"].map(String::from))
+            }
+            Accel::Tcg => args.extend(["-accel", "tcg,thread=multi"].map(String::from)),
+        }
+        if !self.append.is_empty() {
+            args.extend(["-append".into(), self.append.clone()]);
+        }
+        if self.gdb {
+            args.extend(["-s".into(), "-S".into()]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The kernel reported success.
+    Success,
+    /// The kernel reported failure (a panic or an exception; the log says which).
+    KernelFailure,
+    /// The guest reset without reporting anything: a triple fault.
+    TripleFault,
+    /// No verdict before the time-out; QEMU was killed.
+    TimedOut(Duration),
+    /// QEMU itself failed (bad arguments, missing file...), with its status.
+    QemuError(Option<i32>),
+}
+
+impl Outcome {
+    /// The exit status `scripts/run` returns for this outcome.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Self::Success => 0,
+            Self::KernelFailure => 1,
+            Self::TripleFault => 2,
+            Self::TimedOut(_) => 3,
+            Self::QemuError(_) => 4,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Success => write!(f, "the kernel reported success"),
+            Self::KernelFailure => write!(f, "the kernel reported a failure (see the log above)"),
+            Self::TripleFault => {
+                write!(f, "the machine reset without a report: triple fault")
+            }
+            Self::TimedOut(limit) => write!(f, "no verdict within {} s: time-out", limit.as_secs()),
+            Self::QemuError(Some(code)) => write!(f, "QEMU failed with status {code}"),
+            Self::QemuError(None) => write!(f, "QEMU was killed by a signal"),
+        }
+    }
+}
+
+/// The result of one boot.
+#[derive(Debug)]
+pub struct RunResult {
+    pub outcome: Outcome,
+    pub accel: Accel,
+    /// The serial console output, with `\r` removed.
+    pub log: String,
+    /// QEMU's own error output.
+    pub stderr: String,
+    /// Wall-clock time from spawning QEMU to its exit.
+    pub elapsed: Duration,
+}
+
+impl RunResult {
+    /// Whether some line of the serial log contains `text`.
+    pub fn log_has(&self, text: &str) -> bool {
+        self.log.lines().any(|line| line.contains(text))
+    }
+}
+
+/// Boots the kernel once. With `echo`, the serial console and QEMU's errors are
+/// copied to this process's stdout/stderr as they arrive.
+pub fn run(config: &QemuConfig, echo: bool) -> io::Result<RunResult> {
+    let accel = config.resolved_accel();
+    let started = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(config.qemu_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot start qemu-system-x86_64: {error}"),
+            )
+        })?;
+
+    let log = Arc::new(Mutex::new(String::new()));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let reader = {
+        let log = Arc::clone(&log);
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout);
+            let mut raw = Vec::new();
+            while matches!(lines.read_until(b'\n', &mut raw), Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&raw).replace('\r', "");
+                if echo {
+                    print!("{line}");
+                }
+                log.lock().expect("log lock").push_str(&line);
+                raw.clear();
+            }
+        })
+    };
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let stderr_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        if echo {
+            eprint!("{text}");
+        }
+        text
+    });
+
+    let deadline = (!config.gdb).then(|| started + config.timeout);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            child.kill()?;
+            child.wait()?;
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    let _ = reader.join();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    let outcome = match status {
+        None => Outcome::TimedOut(config.timeout),
+        Some(status) => match status.code() {
+            Some(QEMU_SUCCESS) => Outcome::Success,
+            Some(QEMU_FAILURE) => Outcome::KernelFailure,
+            Some(0) => Outcome::TripleFault,
+            code => Outcome::QemuError(code),
+        },
+    };
+    let log = std::mem::take(&mut *log.lock().expect("log lock"));
+    Ok(RunResult {
+        outcome,
+        accel,
+        log,
+        stderr,
+        elapsed,
+    })
+}

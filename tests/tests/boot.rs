@@ -1,0 +1,149 @@
+//! Boot tests: each boots the kernel in QEMU and checks the exit status and the
+//! serial log. The kernel is built once per test binary (debug profile), or taken
+//! from `$KERNEL_ELF` when `scripts/test` already built it.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kernel_tests::{Accel, Machine, Outcome, Profile, QemuConfig, RunResult, SUCCESS_LINE};
+
+fn kernel() -> PathBuf {
+    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| match std::env::var_os("KERNEL_ELF") {
+            Some(path) => PathBuf::from(path),
+            None => kernel_tests::build_kernel(Profile::Debug).expect("the kernel builds"),
+        })
+        .clone()
+}
+
+fn config() -> QemuConfig {
+    let mut config = QemuConfig::new(kernel());
+    // Generous: with -smp 4 on a 2-core host, TCG is oversubscribed.
+    config.timeout = Duration::from_secs(120);
+    config
+}
+
+fn boot(config: &QemuConfig) -> RunResult {
+    let result = kernel_tests::run(config, false).expect("QEMU starts");
+    println!(
+        "--- {:?} ({}, {:.2} s) ---",
+        config.qemu_args(),
+        result.accel,
+        result.elapsed.as_secs_f64()
+    );
+    print!("{}", result.log);
+    eprint!("{}", result.stderr);
+    result
+}
+
+fn assert_boots(config: &QemuConfig) -> RunResult {
+    let result = boot(config);
+    assert_eq!(
+        result.outcome,
+        Outcome::Success,
+        "the kernel must report success"
+    );
+    assert_eq!(
+        result.log.lines().last(),
+        Some(SUCCESS_LINE),
+        "the last line of a good run says so plainly"
+    );
+    result
+}
+
+#[test]
+fn boots_with_default_settings_and_prints_the_memory_map() {
+    let result = assert_boots(&config());
+    assert!(result.log_has("kernel: booting on CPU"));
+    assert!(result.log_has("memory map (from the PVH start info):"));
+    assert!(result.log_has("Ram"), "the memory map lists RAM regions");
+    assert!(
+        result.log_has("self-checks: exceptions, section permissions, guard pages, direct map: ok")
+    );
+}
+
+#[test]
+fn boots_on_the_q35_machine() {
+    let mut config = config();
+    config.machine = Machine::Q35;
+    assert_boots(&config);
+}
+
+#[test]
+fn boots_under_tcg_even_where_kvm_exists() {
+    let mut config = config();
+    config.accel = Some(Accel::Tcg);
+    let result = assert_boots(&config);
+    assert_eq!(result.accel, Accel::Tcg);
+}
+
+#[test]
+fn boots_with_64_mib_and_one_cpu() {
+    let mut config = config();
+    config.smp = 1;
+    config.mem = "64M".into();
+    let result = assert_boots(&config);
+    assert!(
+        result.log_has("usable RAM: 63 MiB"),
+        "64 MiB minus the firmware's share"
+    );
+}
+
+#[test]
+fn boots_with_8_gib_and_maps_ram_above_4_gib() {
+    for machine in [Machine::Pc, Machine::Q35] {
+        let mut config = config();
+        config.mem = "8G".into();
+        config.machine = machine;
+        let result = assert_boots(&config);
+        assert!(
+            result.log_has("[0x000100000000 - "),
+            "with 8 GiB, QEMU puts RAM above 4 GiB and the kernel must see it"
+        );
+        assert!(result.log_has("usable RAM: 8191 MiB"));
+    }
+}
+
+#[test]
+fn a_panic_fails_the_run_and_shows_the_message() {
+    let mut config = config();
+    config.append = "test=panic".into();
+    let result = boot(&config);
+    assert_eq!(result.outcome, Outcome::KernelFailure);
+    assert!(result.log_has("PANIC on CPU with APIC ID 0 at kernel/src/main.rs"));
+    assert!(result.log_has("deliberate panic requested by the command line"));
+    assert!(!result.log_has(SUCCESS_LINE));
+}
+
+#[test]
+fn a_page_fault_is_reported_with_the_faulting_address() {
+    let mut config = config();
+    config.append = "test=pagefault".into();
+    let result = boot(&config);
+    assert_eq!(result.outcome, Outcome::KernelFailure);
+    assert!(result.log_has("EXCEPTION: page fault (#PF) (vector 14)"));
+    assert!(result.log_has("page fault at CR2=0x00000deadbeef000: not-present page on write"));
+}
+
+#[test]
+fn a_stack_overflow_hits_the_guard_page_and_double_faults_on_the_ist_stack() {
+    let mut config = config();
+    config.append = "test=stack-overflow".into();
+    let result = boot(&config);
+    assert_eq!(
+        result.outcome,
+        Outcome::KernelFailure,
+        "not a triple fault: the IST stack works"
+    );
+    assert!(result.log_has("EXCEPTION: double fault (#DF) (vector 8)"));
+}
+
+#[test]
+fn unknown_command_line_options_are_reported() {
+    let mut config = config();
+    config.append = "loglevel=debug frobnicate=1".into();
+    let result = assert_boots(&config);
+    assert!(result.log_has("ignoring unknown option \"frobnicate=1\""));
+}
