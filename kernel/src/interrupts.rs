@@ -190,7 +190,7 @@ fn set_entry(
     vector: u8,
     stub: VirtAddr,
 ) -> Option<&mut EntryOptions> {
-    // SAFETY (for every arm): `stub` is the entry stub of this very vector, which
+    // SAFETY: (for every arm) `stub` is the entry stub of this very vector, which
     // saves all registers, calls the dispatcher and returns with `iretq`, adjusting
     // for the error code when the CPU pushes one.
     let options = unsafe {

@@ -149,7 +149,7 @@ fn crash_on_purpose(test: CrashTest) -> ! {
     match test {
         CrashTest::Panic => panic!("deliberate panic requested by the command line"),
         CrashTest::PageFault => {
-            let address = 0xdead_beef_000 as *mut u64;
+            let address = 0x0dea_dbee_f000 as *mut u64;
             // SAFETY: not sound, on purpose: the address is unmapped and the write
             // must raise a page fault whose report names it.
             unsafe { address.write_volatile(1) };

@@ -23,7 +23,7 @@ pub struct GuardedStack<const SIZE: usize> {
 unsafe impl<const SIZE: usize> Sync for GuardedStack<SIZE> {}
 
 impl<const SIZE: usize> GuardedStack<SIZE> {
-    const LAYOUT_OK: () = assert!(SIZE % PAGE_SIZE == 0 && SIZE > 0);
+    const LAYOUT_OK: () = assert!(SIZE.is_multiple_of(PAGE_SIZE) && SIZE > 0);
 
     /// A zeroed stack (it lands in .bss).
     #[allow(clippy::new_without_default)]

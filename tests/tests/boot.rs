@@ -12,7 +12,15 @@ fn kernel() -> PathBuf {
     static KERNEL: OnceLock<PathBuf> = OnceLock::new();
     KERNEL
         .get_or_init(|| match std::env::var_os("KERNEL_ELF") {
-            Some(path) => PathBuf::from(path),
+            Some(path) => {
+                let path = PathBuf::from(path);
+                assert!(
+                    path.is_file(),
+                    "KERNEL_ELF={} is not a file",
+                    path.display()
+                );
+                path
+            }
             None => kernel_tests::build_kernel(Profile::Debug).expect("the kernel builds"),
         })
         .clone()
