@@ -8,6 +8,8 @@
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
 //! | `test=pagefault` | write to an unmapped address (the report must name CR2) |
 //! | `test=stack-overflow` | recurse into the boot stack's guard page (double fault on the IST stack) |
+//! | `test=triple-fault` | fault with no usable IDT: the machine resets, which the host must notice |
+//! | `test=hang` | stop without a verdict: the host's time-out must fire |
 //!
 //! Unknown words are reported and ignored, so a typo does not go unnoticed.
 
@@ -17,6 +19,8 @@ pub enum CrashTest {
     Panic,
     PageFault,
     StackOverflow,
+    TripleFault,
+    Hang,
 }
 
 /// The parsed command line.
@@ -44,6 +48,8 @@ impl<'a> Options<'a> {
                 ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
                 ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),
                 ("test", "stack-overflow") => options.crash_test = Some(CrashTest::StackOverflow),
+                ("test", "triple-fault") => options.crash_test = Some(CrashTest::TripleFault),
+                ("test", "hang") => options.crash_test = Some(CrashTest::Hang),
                 _ => {
                     options.unknown.get_or_insert(word);
                 }

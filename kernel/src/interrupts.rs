@@ -157,6 +157,18 @@ pub fn load() {
     IDT.call_once(build_idt).load();
 }
 
+/// Loads an IDT with no entries at all, so that the next exception becomes a
+/// triple fault (for the test of the host's triple-fault report only).
+pub fn load_empty_idt() {
+    let empty = x86_64::structures::DescriptorTablePointer {
+        limit: 0,
+        base: VirtAddr::zero(),
+    };
+    // SAFETY: an empty IDT is a valid IDT; every exception after this resets the
+    // machine, which is exactly what the caller asks for.
+    unsafe { x86_64::instructions::tables::lidt(&empty) };
+}
+
 /// Registers `handler` for an interrupt vector (32-255).
 #[allow(
     dead_code,

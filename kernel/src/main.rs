@@ -159,6 +159,14 @@ fn crash_on_purpose(test: CrashTest) -> ! {
             recurse(0);
             panic!("unbounded recursion returned");
         }
+        CrashTest::TripleFault => {
+            interrupts::load_empty_idt();
+            // SAFETY: not sound, on purpose: with an empty IDT the #UD cannot be
+            // delivered, nor the double fault that follows, so the CPU resets.
+            unsafe { core::arch::asm!("ud2") };
+            panic!("the machine did not reset");
+        }
+        CrashTest::Hang => qemu::halt_forever(),
     }
 }
 

@@ -149,6 +149,28 @@ fn a_stack_overflow_hits_the_guard_page_and_double_faults_on_the_ist_stack() {
 }
 
 #[test]
+fn a_triple_fault_is_told_apart_from_a_reported_failure() {
+    let mut config = config();
+    config.append = "test=triple-fault".into();
+    let result = boot(&config);
+    assert_eq!(result.outcome, Outcome::TripleFault);
+    assert_eq!(result.outcome.exit_status(), 2);
+}
+
+#[test]
+fn a_kernel_that_never_reports_times_out() {
+    let mut config = config();
+    config.append = "test=hang".into();
+    config.timeout = Duration::from_secs(5);
+    let result = boot(&config);
+    assert_eq!(result.outcome, Outcome::TimedOut(Duration::from_secs(5)));
+    assert!(
+        result.log_has("crashing on purpose (Hang)"),
+        "the kernel did boot before hanging"
+    );
+}
+
+#[test]
 fn unknown_command_line_options_are_reported() {
     let mut config = config();
     config.append = "loglevel=debug frobnicate=1".into();
