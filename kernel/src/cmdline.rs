@@ -5,6 +5,7 @@
 //! | option | meaning |
 //! |---|---|
 //! | `loglevel=error\|warn\|info\|debug\|trace` | how much the log says (default `info`) |
+//! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
 //! | `test=pagefault` | write to an unmapped address (the report must name CR2) |
 //! | `test=stack-overflow` | recurse into the boot stack's guard page (double fault on the IST stack) |
@@ -28,6 +29,7 @@ pub enum CrashTest {
 pub struct Options<'a> {
     pub log_level: log::LevelFilter,
     pub crash_test: Option<CrashTest>,
+    pub timer_hz: u32,
     /// The first word that was not understood, if any.
     pub unknown: Option<&'a str>,
 }
@@ -37,6 +39,7 @@ impl<'a> Options<'a> {
         let mut options = Options {
             log_level: log::LevelFilter::Info,
             crash_test: None,
+            timer_hz: 100,
             unknown: None,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -44,6 +47,11 @@ impl<'a> Options<'a> {
             match (key, value) {
                 ("loglevel", level) if level.parse::<log::LevelFilter>().is_ok() => {
                     options.log_level = level.parse().unwrap_or(log::LevelFilter::Info);
+                }
+                ("timer_hz", hz)
+                    if hz.parse::<u32>().is_ok_and(|hz| (1..=10_000).contains(&hz)) =>
+                {
+                    options.timer_hz = hz.parse().unwrap_or(100);
                 }
                 ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
                 ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),

@@ -34,6 +34,8 @@ mod serial;
 #[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
+mod smp_boot;
+#[cfg(target_os = "none")]
 mod stack;
 
 #[cfg(not(target_os = "none"))]
@@ -87,13 +89,23 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     }
     print_memory_map(boot);
 
-    let guard_pages = [
+    let mut guard_pages = [0; 2 + 2 * smp::MAX_CPUS];
+    let bsp_guards = [
         boot::BOOT_STACK.guard_page(),
         gdt::BSP_FAULT_STACK.guard_page(),
     ];
+    let all_guards = bsp_guards.into_iter().chain(smp_boot::guard_pages());
+    for (slot, page) in guard_pages.iter_mut().zip(all_guards) {
+        *slot = page;
+    }
+    let extra = memory::paging::ExtraPages {
+        guard_pages: &guard_pages,
+        mmio: &[smp_boot::xapic_phys_base()],
+        identity_executable: &[smp::trampoline::TRAMPOLINE_PHYS],
+    };
     // SAFETY: first and only call, on the BSP, with the boot identity map active; the
     // PVH structures were copied into BOOT_INFO above.
-    let paging = match unsafe { memory::paging::init(boot, &guard_pages) } {
+    let paging = match unsafe { memory::paging::init(boot, &extra) } {
         Ok(summary) => summary,
         Err(error) => panic!("cannot build the kernel page tables: {error:?}"),
     };
@@ -114,6 +126,11 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     );
 
     selftest::run(boot, &guard_pages);
+
+    // SAFETY: once, on the BSP, interrupts off, page tables (with the APIC and
+    // trampoline pages) and IDT live; `paging.pml4` is the live PML4.
+    unsafe { smp_boot::start_all_cpus(boot.rsdp, paging.pml4, options.timer_hz) };
+    smp_boot::run_checks();
 
     if let Some(test) = options.crash_test {
         crash_on_purpose(test);

@@ -44,6 +44,13 @@ pub fn run(boot: &BootInfo, guard_pages: &[u64]) {
         );
     }
     assert!(paging::translate(0).is_none(), "address 0 must be unmapped");
+    let trampoline = smp::trampoline::TRAMPOLINE_PHYS;
+    let (found, flags) =
+        paging::translate(trampoline).expect("the AP trampoline is identity-mapped");
+    assert!(
+        found == trampoline && !flags.contains(Flags::NO_EXECUTE),
+        "and executable"
+    );
 
     // Every RAM byte is reachable through the direct map, up to the last one.
     for region in boot.ram() {

@@ -5,21 +5,22 @@
 //! text; the `log` crate's macros (`info!`, `warn!`, ...) add the level, filtered by
 //! the `loglevel=` command-line option.
 //!
-//! The port sits behind a spinlock. A fault or panic can strike while that lock is
+//! The port sits behind an interrupt-safe spinlock. A fault or panic can strike while that lock is
 //! held (even by the same CPU), so the crash paths use [`emergency_print`], which
 //! writes to the port without taking the lock: a report that interleaves with a
 //! half-written line beats a report that never appears.
 
 use core::fmt::{self, Write};
 
-use spin::Mutex;
+use smp::irq_lock::IrqSpinlock;
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550Tty};
 
 /// I/O port base of the first serial port on every PC.
 const COM1: u16 = 0x3f8;
 
-static SERIAL: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
+/// Interrupt handlers may log, so the port is taken with interrupts off.
+static SERIAL: IrqSpinlock<Option<Uart16550Tty<PioBackend>>> = IrqSpinlock::new(None);
 
 /// Programs COM1 (115200 8N1) and installs the kernel's logger.
 pub fn init(level: log::LevelFilter) {

@@ -2,64 +2,12 @@
 //! serial log. The kernel is built once per test binary (debug profile), or taken
 //! from `$KERNEL_ELF` when `scripts/test` already built it.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod common;
+
 use std::time::Duration;
 
-use kernel_tests::{Accel, Machine, Outcome, Profile, QemuConfig, RunResult, SUCCESS_LINE};
-
-fn kernel() -> PathBuf {
-    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
-    KERNEL
-        .get_or_init(|| match std::env::var_os("KERNEL_ELF") {
-            Some(path) => {
-                let path = PathBuf::from(path);
-                assert!(
-                    path.is_file(),
-                    "KERNEL_ELF={} is not a file",
-                    path.display()
-                );
-                path
-            }
-            None => kernel_tests::build_kernel(Profile::Debug).expect("the kernel builds"),
-        })
-        .clone()
-}
-
-fn config() -> QemuConfig {
-    let mut config = QemuConfig::new(kernel());
-    // Generous: with -smp 4 on a 2-core host, TCG is oversubscribed.
-    config.timeout = Duration::from_secs(120);
-    config
-}
-
-fn boot(config: &QemuConfig) -> RunResult {
-    let result = kernel_tests::run(config, false).expect("QEMU starts");
-    println!(
-        "--- {:?} ({}, {:.2} s) ---",
-        config.qemu_args(),
-        result.accel,
-        result.elapsed.as_secs_f64()
-    );
-    print!("{}", result.log);
-    eprint!("{}", result.stderr);
-    result
-}
-
-fn assert_boots(config: &QemuConfig) -> RunResult {
-    let result = boot(config);
-    assert_eq!(
-        result.outcome,
-        Outcome::Success,
-        "the kernel must report success"
-    );
-    assert_eq!(
-        result.log.lines().last(),
-        Some(SUCCESS_LINE),
-        "the last line of a good run says so plainly"
-    );
-    result
-}
+use common::{assert_boots, boot, config};
+use kernel_tests::{Accel, Machine, Outcome, SUCCESS_LINE};
 
 #[test]
 fn boots_with_default_settings_and_prints_the_memory_map() {

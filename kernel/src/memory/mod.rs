@@ -9,6 +9,7 @@
 //!                        per-section permissions, guard pages under the stacks)
 //! 0xffff_8000_0000_0000  the direct map: each RAM (and low firmware) physical
 //!                        address P is visible at PHYS_OFFSET + P (2 MiB pages, NX)
+//! 0xffff_c000_0000_0000  device registers: page P at MMIO_OFFSET + P (4 KiB, uncached)
 //! ```
 
 pub mod boot_frames;
@@ -19,6 +20,10 @@ pub const PAGE_SIZE: usize = 4096;
 
 /// Where the direct map of physical memory starts.
 pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+
+/// Where device register pages are mapped, uncached, at this offset + their
+/// physical address.
+pub const MMIO_OFFSET: u64 = 0xffff_c000_0000_0000;
 
 unsafe extern "C" {
     // Symbols of kernel/linker.ld; only their addresses mean anything.

@@ -12,7 +12,8 @@
 //!   read-write + no-execute. The page allocator and the page-table code reach
 //!   physical frames through it.
 //!
-//! Nothing else is mapped: address 0 and the rest of low memory fault.
+//! Besides these, only the local APIC registers (uncached) and the AP trampoline page
+//! (identity, executable) are mapped: address 0 and the rest of low memory fault.
 //!
 //! After [`init`], [`KERNEL_PAGE_TABLE`] holds the live tables for later mappings.
 
@@ -27,7 +28,7 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::boot_frames::BootFrameAllocator;
-use super::{KernelImage, PAGE_SIZE, PHYS_OFFSET};
+use super::{KernelImage, MMIO_OFFSET, PAGE_SIZE, PHYS_OFFSET};
 use crate::pvh::{BootInfo, RegionKind};
 
 const HUGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
@@ -42,6 +43,8 @@ pub struct PagingSummary {
     pub guard_pages: usize,
     pub direct_map_bytes: u64,
     pub table_frames: (u64, u64),
+    /// Physical address of the PML4 (what CR3 holds).
+    pub pml4: u64,
     pub no_execute: bool,
 }
 
@@ -64,16 +67,29 @@ impl<S: x86_64::structures::paging::PageSize> From<MapToError<S>> for PagingErro
     }
 }
 
+/// Pages to map besides the kernel image and the direct map.
+#[derive(Debug)]
+pub struct ExtraPages<'a> {
+    /// Pages inside the kernel image to leave unmapped (under each stack).
+    pub guard_pages: &'a [u64],
+    /// Device register pages (the local APIC), mapped uncached at their physical
+    /// address plus `MMIO_OFFSET` (not in the direct map, whose 2 MiB write-back
+    /// pages may cover them).
+    pub mmio: &'a [u64],
+    /// Low-memory pages identity-mapped executable (the AP trampoline: the
+    /// instruction that turns paging on is fetched from it).
+    pub identity_executable: &'a [u64],
+}
+
 /// Builds the kernel page tables and switches to them.
-///
-/// `guard_pages` are pages inside the kernel image to leave unmapped.
 ///
 /// # Safety
 ///
 /// Must run once, on the bootstrap processor, while the boot identity map of the
 /// first GiB is active and nothing holds pointers into low memory other than the
 /// kernel image (the PVH structures must have been copied already).
-pub unsafe fn init(boot: &BootInfo, guard_pages: &[u64]) -> Result<PagingSummary, PagingError> {
+pub unsafe fn init(boot: &BootInfo, extra: &ExtraPages<'_>) -> Result<PagingSummary, PagingError> {
+    let guard_pages = extra.guard_pages;
     let image = KernelImage::get();
     let no_execute = crate::cpu::has_nx();
     if no_execute {
@@ -147,6 +163,23 @@ pub unsafe fn init(boot: &BootInfo, guard_pages: &[u64]) -> Result<PagingSummary
         mapped_up_to = mapped_up_to.max(end);
     }
 
+    for &phys in extra.mmio {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(MMIO_OFFSET + phys));
+        let frame = PhysFrame::containing_address(PhysAddr::new(phys));
+        let flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | nx;
+        // SAFETY: device registers outside RAM, mapped once, uncached as device
+        // memory must be; nothing else maps them.
+        unsafe { mapper.map_to(page, frame, flags, &mut frames)? }.ignore();
+    }
+    for &phys in extra.identity_executable {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(phys));
+        let frame = PhysFrame::containing_address(PhysAddr::new(phys));
+        // SAFETY: a low-memory page that the kernel reserves for start-up code;
+        // identity-mapping it aliases only its direct-map address.
+        unsafe { mapper.map_to(page, frame, Flags::PRESENT | Flags::WRITABLE, &mut frames)? }
+            .ignore();
+    }
+
     // SAFETY: the new tables map the kernel image at the addresses it runs at (the
     // code executing now, its stack and its statics), so execution continues; the
     // caller promises nothing else in the identity map is still referenced.
@@ -165,6 +198,7 @@ pub unsafe fn init(boot: &BootInfo, guard_pages: &[u64]) -> Result<PagingSummary
     Ok(PagingSummary {
         kernel_pages,
         guard_pages: guard_pages.len(),
+        pml4: pml4_frame.start_address().as_u64(),
         direct_map_bytes,
         table_frames: frames.used(),
         no_execute,

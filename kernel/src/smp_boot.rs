@@ -1,0 +1,347 @@
+//! Bringing up every CPU: the kernel side of the `smp` crate.
+//!
+//! The BSP enables its local APIC, calibrates the TSC and the APIC timer, reads the
+//! CPUs from the ACPI MADT and starts the APs one by one through the trampoline.
+//! Each AP loads its own GDT/TSS (with its own double-fault stack), the shared IDT,
+//! points GS at its per-CPU area, enables its local APIC and timer, reports online
+//! and then idles with interrupts on, serving IPIs and timer ticks.
+//!
+//! [`run_checks`] then proves every CPU does work: each AP bumped a shared counter
+//! and its own under an interrupt-safe lock; every CPU calls `on_each_cpu` at the
+//! same time, so that every CPU runs a function for every other (and the calls
+//! cross while CPUs wait on each other); and the timer ticks on every CPU.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use smp::irq_lock::IrqSpinlock;
+use smp::lapic::{ApicMode, LocalApic};
+use smp::percpu::{self, current_cpu, this_cpu};
+use smp::trampoline::{self, ApStart, StartResult, TRAMPOLINE_PHYS};
+use smp::{MAX_CPUS, ipi, timer, vectors};
+use x86_64::VirtAddr;
+
+use crate::gdt::{CpuTables, FAULT_STACK_SIZE};
+use crate::interrupts::{self, TrapFrame};
+use crate::memory::{MMIO_OFFSET, PHYS_OFFSET};
+use crate::stack::GuardedStack;
+
+/// Stack size of each AP.
+const AP_STACK_SIZE: usize = 64 * 1024;
+/// How long to wait for an AP to report in. Generous: under TCG, 64 virtual CPUs
+/// on 2 host cores start slowly.
+const AP_START_TIMEOUT_US: u64 = 5_000_000;
+
+/// Per-CPU stacks and descriptor tables, indexed by CPU index. Index 0 (the BSP)
+/// is unused: the BSP keeps its boot stack and `BSP_TABLES`.
+static AP_STACKS: [GuardedStack<AP_STACK_SIZE>; MAX_CPUS] =
+    [const { GuardedStack::new() }; MAX_CPUS];
+static AP_FAULT_STACKS: [GuardedStack<FAULT_STACK_SIZE>; MAX_CPUS] =
+    [const { GuardedStack::new() }; MAX_CPUS];
+static AP_TABLES: [CpuTables; MAX_CPUS] = [const { CpuTables::new() }; MAX_CPUS];
+
+/// APIC timer period in timer counts, set by the BSP after calibration.
+static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
+
+/// The boot check of the interrupt-safe lock: every CPU adds one.
+static SHARED_COUNTER: IrqSpinlock<u64> = IrqSpinlock::new(0);
+
+/// `CROSS_CALLS[s * MAX_CPUS + t]`: times CPU `t` ran a function sent by CPU `s`.
+static CROSS_CALLS: [AtomicU64; MAX_CPUS * MAX_CPUS] =
+    [const { AtomicU64::new(0) }; MAX_CPUS * MAX_CPUS];
+
+/// Time from the first INIT to the last AP online, in microseconds.
+static AP_BRINGUP_US: AtomicU64 = AtomicU64::new(0);
+static APS_FAILED: AtomicUsize = AtomicUsize::new(0);
+
+/// The guard pages of all AP stacks, for the page tables.
+pub fn guard_pages() -> impl Iterator<Item = u64> {
+    (1..MAX_CPUS).flat_map(|index| {
+        [
+            AP_STACKS[index].guard_page(),
+            AP_FAULT_STACKS[index].guard_page(),
+        ]
+    })
+}
+
+/// The xAPIC register page (physical), to be mapped uncached.
+pub fn xapic_phys_base() -> u64 {
+    smp::lapic::xapic_phys_base()
+}
+
+fn xapic_virt_base() -> u64 {
+    MMIO_OFFSET + xapic_phys_base()
+}
+
+/// Brings up the BSP's APIC and timer, then every AP the MADT lists.
+///
+/// # Safety
+///
+/// Once, on the BSP, with interrupts off, after the page tables (with the APIC
+/// page and the trampoline page mapped) and the IDT are live; `pml4` is the
+/// physical address of the kernel's PML4.
+pub unsafe fn start_all_cpus(rsdp: Option<u64>, pml4: u64, timer_hz: u32) {
+    interrupts::set_handler(vectors::TIMER, timer_interrupt);
+    interrupts::set_handler(vectors::CALL_FUNCTION, call_function_interrupt);
+    interrupts::set_handler(vectors::APIC_ERROR, apic_error_interrupt);
+    interrupts::set_handler(vectors::SPURIOUS, |_| {});
+    mask_legacy_pic();
+
+    // SAFETY: the APIC page is mapped uncached at xapic_virt_base and the vectors
+    // have handlers (just registered).
+    let lapic = unsafe { LocalApic::enable(xapic_virt_base()) };
+    let bsp_apic_id = lapic.id();
+    let mode = lapic.mode();
+    let index = percpu::assign_index(bsp_apic_id).expect("the BSP is the first CPU");
+    // SAFETY: the BSP, once, with interrupts off, with its own index.
+    unsafe { percpu::install(index, lapic) };
+    percpu::cpu(0).online.store(true, Ordering::Release);
+
+    let calibration = percpu::with_local_apic(timer::calibrate);
+    let count = (calibration.apic_timer_hz / timer_hz.max(1) as u64).clamp(1, u32::MAX as u64);
+    TIMER_COUNT.store(count as u32, Ordering::Relaxed);
+    log::info!(
+        "timer: TSC {} MHz, APIC timer {} kHz (divide 16), {} Hz ticks = {} counts",
+        calibration.tsc_hz / 1_000_000,
+        calibration.apic_timer_hz / 1000,
+        timer_hz,
+        count
+    );
+    println!(
+        "cpu 0: APIC ID {bsp_apic_id}, {}, online (bootstrap processor)",
+        mode_name(mode)
+    );
+
+    // SAFETY: the direct map covers the DMA-free firmware areas and ACPI tables.
+    let cpus = match unsafe {
+        smp::madt::read_cpus(
+            smp::madt::DirectMap {
+                phys_offset: PHYS_OFFSET,
+            },
+            rsdp,
+        )
+    } {
+        Ok(cpus) => cpus,
+        Err(error) => {
+            log::warn!("smp: cannot read the ACPI MADT ({error:?}): running on the BSP only");
+            start_local_timer();
+            return;
+        }
+    };
+    for (entry, reason) in cpus.skipped() {
+        log::warn!(
+            "smp: skipping MADT processor with APIC ID {}: {reason:?}",
+            entry.apic_id
+        );
+    }
+    if cpus.skipped_uncounted > 0 {
+        log::warn!(
+            "smp: {} more processor entries skipped",
+            cpus.skipped_uncounted
+        );
+    }
+
+    let trampoline_page = (PHYS_OFFSET + TRAMPOLINE_PHYS) as *mut u8;
+    // SAFETY: the trampoline page is reserved low RAM, direct-mapped writable.
+    unsafe { trampoline::install(trampoline_page) };
+    let efer_bits = if crate::cpu::has_nx() { 1 << 11 } else { 0 };
+
+    let first_init = timer::rdtsc();
+    for entry in cpus.usable().filter(|entry| entry.apic_id != bsp_apic_id) {
+        let Some(index) = percpu::assign_index(entry.apic_id) else {
+            log::warn!("smp: no CPU slot left for APIC ID {}", entry.apic_id);
+            continue;
+        };
+        let start = ApStart {
+            cr3: u32::try_from(pml4).expect("the boot frames (and so the PML4) are below 1 GiB"),
+            efer_bits,
+            stack_top: AP_STACKS[index].top(),
+            entry: ap_entry as *const () as u64,
+            argument: index as u64,
+        };
+        let online = &percpu::cpu(index).online;
+        // SAFETY: the trampoline is installed and identity-mapped executable in the
+        // tables of `pml4`; the stack of slot `index` is used by no one; `ap_entry`
+        // never returns; the target is a CPU the firmware left in wait-for-SIPI.
+        let result = percpu::with_local_apic(|lapic| unsafe {
+            trampoline::start_ap(
+                lapic,
+                trampoline_page,
+                entry.apic_id,
+                start,
+                online,
+                AP_START_TIMEOUT_US,
+            )
+        });
+        match result {
+            StartResult::Online { micros } => println!(
+                "cpu {index}: APIC ID {}, {}, online after {micros} us",
+                entry.apic_id,
+                mode_name(mode)
+            ),
+            StartResult::TimedOut => {
+                APS_FAILED.fetch_add(1, Ordering::Relaxed);
+                println!(
+                    "cpu {index}: APIC ID {}: did not start within {} ms, continuing without it",
+                    entry.apic_id,
+                    AP_START_TIMEOUT_US / 1000
+                );
+            }
+        }
+    }
+    let micros = timer::tsc_to_ns(timer::rdtsc() - first_init) / 1000;
+    AP_BRINGUP_US.store(micros, Ordering::Relaxed);
+    start_local_timer();
+}
+
+fn mode_name(mode: ApicMode) -> &'static str {
+    match mode {
+        ApicMode::X2Apic => "x2APIC",
+        ApicMode::XApic => "xAPIC",
+    }
+}
+
+/// The 8259 PICs are not used: mask every line so that nothing arrives on vectors
+/// that collide with CPU exceptions. (The local APIC masks LINT0 as well.)
+fn mask_legacy_pic() {
+    use x86_64::instructions::port::Port;
+    // SAFETY: writing 0xff to the PICs' interrupt-mask registers masks all lines.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xff);
+        Port::<u8>::new(0xa1).write(0xff);
+    }
+}
+
+fn start_local_timer() {
+    let count = TIMER_COUNT.load(Ordering::Relaxed);
+    percpu::with_local_apic(|lapic| lapic.start_timer(count, true));
+}
+
+/// Where each AP arrives from the trampoline, on its own stack, interrupts off.
+extern "C" fn ap_entry(index: u64) -> ! {
+    let index = index as usize;
+    AP_TABLES[index].load(VirtAddr::new(AP_FAULT_STACKS[index].top()));
+    interrupts::load();
+    // SAFETY: the BSP mapped the APIC page for all CPUs and registered the handlers.
+    let lapic = unsafe { LocalApic::enable(xapic_virt_base()) };
+    let expected = percpu::cpu(index).apic_id();
+    assert_eq!(
+        lapic.id(),
+        expected,
+        "CPU {index} woke up with the wrong APIC ID"
+    );
+    // SAFETY: this AP, once, interrupts off, with the index the BSP gave its APIC ID.
+    unsafe { percpu::install(index, lapic) };
+
+    {
+        let mut shared = SHARED_COUNTER.lock();
+        *shared += 1;
+        this_cpu().check_counter.fetch_add(1, Ordering::Relaxed);
+    }
+    start_local_timer();
+    this_cpu().online.store(true, Ordering::Release);
+    loop {
+        // `sti; hlt` back to back: an interrupt cannot slip in between the two and
+        // leave the CPU asleep with work pending.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+fn timer_interrupt(_frame: &mut TrapFrame) {
+    this_cpu().timer_ticks.fetch_add(1, Ordering::Relaxed);
+    percpu::with_local_apic(LocalApic::end_of_interrupt);
+}
+
+fn call_function_interrupt(_frame: &mut TrapFrame) {
+    // EOI first: a new CALL_FUNCTION IPI that arrives while we serve is then
+    // latched and delivered after `iretq` instead of being merged into this one.
+    percpu::with_local_apic(LocalApic::end_of_interrupt);
+    ipi::serve_mailbox();
+}
+
+fn apic_error_interrupt(_frame: &mut TrapFrame) {
+    log::error!("local APIC error on CPU {}", current_cpu());
+    percpu::with_local_apic(LocalApic::end_of_interrupt);
+}
+
+/// Proves that every online CPU works: counters under the interrupt-safe lock,
+/// all-to-all `on_each_cpu`, timer ticks everywhere. Panics on a failed check.
+pub fn run_checks() {
+    let online: usize = (0..percpu::cpu_count())
+        .filter(|&cpu| percpu::cpu(cpu).online.load(Ordering::Acquire))
+        .count();
+    let failed = APS_FAILED.load(Ordering::Relaxed);
+    if percpu::cpu_count() == 1 {
+        println!("smp: 1 CPU online (the firmware lists no application processors)");
+    } else {
+        println!(
+            "smp: {online} CPUs online, {failed} failed to start; APs brought up in {} us \
+             (first INIT to last online)",
+            AP_BRINGUP_US.load(Ordering::Relaxed)
+        );
+    }
+    x86_64::instructions::interrupts::enable();
+
+    let shared = *SHARED_COUNTER.lock();
+    assert_eq!(
+        shared as usize,
+        online - 1,
+        "every AP adds one to the shared counter"
+    );
+    for cpu in 1..percpu::cpu_count() {
+        let area = percpu::cpu(cpu);
+        if area.online.load(Ordering::Acquire) {
+            assert_eq!(
+                area.check_counter.load(Ordering::Relaxed),
+                1,
+                "CPU {cpu} counted itself once"
+            );
+        }
+    }
+
+    // Every CPU, at the same moment, asks every CPU to record the call.
+    ipi::on_each_cpu(&|| {
+        let sender = current_cpu();
+        ipi::on_each_cpu(&|| {
+            CROSS_CALLS[sender * MAX_CPUS + current_cpu()].fetch_add(1, Ordering::Relaxed);
+        });
+    });
+    let is_online = |cpu: usize| percpu::cpu(cpu).online.load(Ordering::Acquire);
+    for sender in (0..percpu::cpu_count()).filter(|&cpu| is_online(cpu)) {
+        for target in (0..percpu::cpu_count()).filter(|&cpu| is_online(cpu)) {
+            let calls = CROSS_CALLS[sender * MAX_CPUS + target].load(Ordering::Relaxed);
+            assert_eq!(calls, 1, "CPU {target} ran CPU {sender}'s call once");
+        }
+    }
+    let last = percpu::cpu_count() - 1;
+    let ran_on = AtomicUsize::new(usize::MAX);
+    ipi::on_cpu(last, &|| ran_on.store(current_cpu(), Ordering::Relaxed));
+    assert_eq!(
+        ran_on.load(Ordering::Relaxed),
+        last,
+        "on_cpu runs on the CPU it names"
+    );
+    println!(
+        "smp: on_each_cpu from every CPU to every CPU: {}x{} calls ok",
+        online, online
+    );
+
+    // The timer ticks on every CPU.
+    let deadline = timer::deadline_after_us(10_000_000);
+    for cpu in (0..percpu::cpu_count()).filter(|&cpu| is_online(cpu)) {
+        while percpu::cpu(cpu).timer_ticks.load(Ordering::Relaxed) < 3 {
+            assert!(!timer::expired(deadline), "CPU {cpu}'s timer does not tick");
+            x86_64::instructions::hlt();
+        }
+    }
+    for cpu in (0..percpu::cpu_count()).filter(|&cpu| is_online(cpu)) {
+        let area = percpu::cpu(cpu);
+        println!(
+            "cpu {cpu}: APIC ID {}: online, {} timer ticks, {} IPI calls served",
+            area.apic_id(),
+            area.timer_ticks.load(Ordering::Relaxed),
+            ipi::CALLS_SERVED[cpu].load(Ordering::Relaxed)
+        );
+    }
+    x86_64::instructions::interrupts::disable();
+    println!("smp: every CPU ran its checks and its timer ticks");
+}

@@ -1,0 +1,98 @@
+//! SMP boot matrix: every CPU comes online, IPIs reach every CPU, timers tick on
+//! every CPU. TCG runs exercise the xAPIC (QEMU 7.2's TCG has no x2APIC); KVM runs,
+//! where /dev/kvm is usable, exercise the x2APIC.
+
+mod common;
+
+use common::{assert_boots, config};
+use kernel_tests::{Accel, Machine, kvm_usable};
+
+fn check_all_cpus_work(smp: u32, machine: Machine, accel: Accel) {
+    let mut config = config();
+    config.smp = smp;
+    config.machine = machine;
+    config.accel = Some(accel);
+    let result = assert_boots(&config);
+    assert_eq!(result.accel, accel);
+    let mode = match accel {
+        Accel::Kvm => "x2APIC",
+        Accel::Tcg => "xAPIC",
+    };
+    assert!(
+        result.log_has(&format!(
+            "cpu 0: APIC ID 0, {mode}, online (bootstrap processor)"
+        )),
+        "the BSP runs its local APIC in {mode} mode"
+    );
+    for cpu in 1..smp {
+        assert!(
+            result.log_has(&format!("cpu {cpu}: APIC ID {cpu}, {mode}, online after")),
+            "CPU {cpu} comes online in {mode} mode"
+        );
+    }
+    if smp == 1 {
+        assert!(result.log_has("smp: 1 CPU online (the firmware lists no application processors)"));
+    } else {
+        assert!(result.log_has(&format!("smp: {smp} CPUs online, 0 failed to start")));
+    }
+    assert!(
+        result.log_has(&format!(
+            "smp: on_each_cpu from every CPU to every CPU: {smp}x{smp} calls ok"
+        )),
+        "IPIs reach every CPU from every CPU"
+    );
+    let ticking = result
+        .log
+        .lines()
+        .filter(|line| line.contains(": online, ") && line.contains(" timer ticks, "))
+        .count();
+    assert_eq!(ticking, smp as usize, "every CPU reports its timer ticks");
+    assert!(result.log_has("smp: every CPU ran its checks and its timer ticks"));
+}
+
+macro_rules! tcg_matrix {
+    ($($name:ident: $smp:expr, $machine:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            check_all_cpus_work($smp, $machine, Accel::Tcg);
+        }
+    )*};
+}
+
+tcg_matrix! {
+    tcg_pc_smp_1: 1, Machine::Pc;
+    tcg_pc_smp_2: 2, Machine::Pc;
+    tcg_pc_smp_3: 3, Machine::Pc;
+    tcg_pc_smp_4: 4, Machine::Pc;
+    tcg_pc_smp_8: 8, Machine::Pc;
+    tcg_pc_smp_16: 16, Machine::Pc;
+    tcg_q35_smp_1: 1, Machine::Q35;
+    tcg_q35_smp_2: 2, Machine::Q35;
+    tcg_q35_smp_3: 3, Machine::Q35;
+    tcg_q35_smp_4: 4, Machine::Q35;
+    tcg_q35_smp_8: 8, Machine::Q35;
+    tcg_q35_smp_16: 16, Machine::Q35;
+    tcg_q35_smp_64_brings_all_64_cpus_online: 64, Machine::Q35;
+}
+
+macro_rules! kvm_matrix {
+    ($($name:ident: $smp:expr, $machine:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            if !kvm_usable() {
+                eprintln!("SKIPPED {}: /dev/kvm is not usable here", stringify!($name));
+                return;
+            }
+            check_all_cpus_work($smp, $machine, Accel::Kvm);
+        }
+    )*};
+}
+
+kvm_matrix! {
+    kvm_pc_smp_1: 1, Machine::Pc;
+    kvm_pc_smp_2: 2, Machine::Pc;
+    kvm_pc_smp_4: 4, Machine::Pc;
+    kvm_q35_smp_1: 1, Machine::Q35;
+    kvm_q35_smp_2: 2, Machine::Q35;
+    kvm_q35_smp_4: 4, Machine::Q35;
+}
