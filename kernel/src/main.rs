@@ -127,9 +127,14 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
 
     selftest::run(boot, &guard_pages);
 
+    let rsdp = if options.scan_for_rsdp {
+        None
+    } else {
+        boot.rsdp
+    };
     // SAFETY: once, on the BSP, interrupts off, page tables (with the APIC and
     // trampoline pages) and IDT live; `paging.pml4` is the live PML4.
-    unsafe { smp_boot::start_all_cpus(boot.rsdp, paging.pml4, options.timer_hz) };
+    unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz) };
     smp_boot::run_checks();
 
     if let Some(test) = options.crash_test {

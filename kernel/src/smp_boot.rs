@@ -111,7 +111,12 @@ pub unsafe fn start_all_cpus(rsdp: Option<u64>, pml4: u64, timer_hz: u32) {
         mode_name(mode)
     );
 
-    // SAFETY: the direct map covers the DMA-free firmware areas and ACPI tables.
+    match rsdp {
+        Some(rsdp) => log::info!("acpi: reading the MADT through the RSDP at {rsdp:#x}"),
+        None => log::info!("acpi: scanning the EBDA and 0xe0000-0xfffff for the RSDP"),
+    }
+    // SAFETY: the direct map covers the BIOS areas and the ACPI tables (firmware
+    // ranges below 4 GiB), which nothing has overwritten.
     let cpus = match unsafe {
         smp::madt::read_cpus(
             smp::madt::DirectMap {

@@ -96,3 +96,13 @@ kvm_matrix! {
     kvm_q35_smp_2: 2, Machine::Q35;
     kvm_q35_smp_4: 4, Machine::Q35;
 }
+
+#[test]
+fn the_rsdp_is_found_by_scanning_the_bios_areas_too() {
+    let mut config = config();
+    config.accel = Some(Accel::Tcg);
+    config.append = "acpi=scan".into();
+    let result = assert_boots(&config);
+    assert!(result.log_has("acpi: scanning the EBDA and 0xe0000-0xfffff for the RSDP"));
+    assert!(result.log_has("smp: 4 CPUs online, 0 failed to start"));
+}
