@@ -124,8 +124,11 @@ pvh_start32:
 
     /* CR0.PG (bit 31): paging on, which with LME set enters IA-32e compatibility
        mode. CR0.WP (bit 16): the kernel too must respect read-only pages. CR0.PE
-       (bit 0) is already set by the PVH loader. */
+       (bit 0) is already set by the PVH loader. CR0.CD (bit 30) and CR0.NW (bit 29)
+       are cleared: they are set at CPU reset and no firmware ran to clear them, and
+       with them every memory access bypasses the caches (KVM honours that). */
     movl %cr0, %eax
+    andl $~((1 << 30) | (1 << 29)), %eax
     orl $((1 << 31) | (1 << 16)), %eax
     movl %eax, %cr0
 

@@ -5,6 +5,7 @@
 //! | option | meaning |
 //! |---|---|
 //! | `loglevel=error\|warn\|info\|debug\|trace` | how much the log says (default `info`) |
+//! | `mmtest=exhaust` | the memory self-test maps ranges until all RAM is used (slow on big guests) |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
@@ -33,6 +34,8 @@ pub struct Options<'a> {
     pub timer_hz: u32,
     /// Find the ACPI RSDP by scanning the BIOS areas even when the loader gave it.
     pub scan_for_rsdp: bool,
+    /// The memory self-test maps ranges until RAM runs out.
+    pub exhaust_memory: bool,
     /// The first word that was not understood, if any.
     pub unknown: Option<&'a str>,
 }
@@ -44,6 +47,7 @@ impl<'a> Options<'a> {
             crash_test: None,
             timer_hz: 100,
             scan_for_rsdp: false,
+            exhaust_memory: false,
             unknown: None,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -58,6 +62,7 @@ impl<'a> Options<'a> {
                     options.timer_hz = hz.parse().unwrap_or(100);
                 }
                 ("acpi", "scan") => options.scan_for_rsdp = true,
+                ("mmtest", "exhaust") => options.exhaust_memory = true,
                 ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
                 ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),
                 ("test", "stack-overflow") => options.crash_test = Some(CrashTest::StackOverflow),

@@ -19,9 +19,13 @@ mod cpu;
 #[cfg(target_os = "none")]
 mod gdt;
 #[cfg(target_os = "none")]
+mod heap;
+#[cfg(target_os = "none")]
 mod interrupts;
 #[cfg(target_os = "none")]
 mod memory;
+#[cfg(target_os = "none")]
+mod mm_selftest;
 #[cfg(target_os = "none")]
 mod panic;
 #[cfg(target_os = "none")]
@@ -66,6 +70,7 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     });
     serial::init(options_level);
 
+    cpu::enable_write_back_caching();
     gdt::BSP_TABLES.load(x86_64::VirtAddr::new(gdt::BSP_FAULT_STACK.top()));
     interrupts::load();
 
@@ -126,6 +131,8 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     );
 
     selftest::run(boot, &guard_pages);
+    // SAFETY: once, on the BSP, paging is up and nothing has allocated frames since.
+    unsafe { heap::init(boot, &paging) };
 
     let rsdp = if options.scan_for_rsdp {
         None
@@ -136,6 +143,7 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     // trampoline pages) and IDT live; `paging.pml4` is the live PML4.
     unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz) };
     smp_boot::run_checks();
+    mm_selftest::run(options.exhaust_memory);
 
     if let Some(test) = options.crash_test {
         crash_on_purpose(test);

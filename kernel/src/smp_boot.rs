@@ -224,6 +224,7 @@ fn start_local_timer() {
 /// Where each AP arrives from the trampoline, on its own stack, interrupts off.
 extern "C" fn ap_entry(index: u64) -> ! {
     let index = index as usize;
+    crate::cpu::enable_write_back_caching();
     AP_TABLES[index].load(VirtAddr::new(AP_FAULT_STACKS[index].top()));
     interrupts::load();
     // SAFETY: the BSP mapped the APIC page for all CPUs and registered the handlers.

@@ -1,7 +1,97 @@
-//! The allocator: layers 1-4 of DESIGN.md as plain `no_std` Rust over a platform trait.
+//! `mm`: the kernel memory allocator, as plain Rust over a small platform trait.
 //!
-//! Only the platform seam exists so far; the page, range, slab and per-CPU layers
-//! arrive with their issues.
+//! # The four layers
+//!
+//! ```text
+//!  kmalloc / kmem_cache_alloc                         kfree / kmem_cache_free
+//!   [1] per-CPU object caches          (later issue)
+//!   [2] slab caches                    (next issue)
+//!   [3] range allocator    range/      kernel virtual address ranges, vmem-style; its
+//!                                      descriptors live in a slab cache of their own
+//!   [4] page allocator     page/       page descriptors, buddy system, DMA zone
+//!   ---------------------- platform.rs map / unmap / translate, implemented by the
+//!                                      kernel (page tables) or hosted.rs (an arena)
+//! ```
+//!
+//! - [`page`] (layer 4) describes every RAM frame with a [`page::PageDescriptor`]
+//!   (state, reference count, owner) and hands out 2^order-frame blocks from a buddy
+//!   system per zone, the DMA zone (below 16 MiB) being the last resort of normal
+//!   requests. It also answers the SOS reader's question: *why reference a new page, map
+//!   it, then unreference it?* (because the mapping then owns the page).
+//! - [`range`] (layer 3) hands out runs of pages of a window of kernel virtual address
+//!   space, optionally backed by frames (`RangeFlags::MAP`): boundary tags in a
+//!   red-black tree, instant-fit free lists, eager coalescing; the descriptors come from
+//!   the range cache, a minimal slab allocator whose slabs are ranges of the same window.
+//! - [`bootstrap`] cuts the knot that this creates (the first slab of the range cache
+//!   is mapped by hand at the start of the window), with a diagram of the result.
+//! - [`Heap`] is what the kernel keeps in a static: both allocators behind their locks.
+//! - `hosted` (feature `std`, and tests) runs all of it as an ordinary process.
+//!
+//! # Lock order
+//!
+//! | lock       | protects                                   | taken                     |
+//! |------------|--------------------------------------------|---------------------------|
+//! | range lock | the window's segments, the range cache     | first                     |
+//! | page lock  | page descriptors, buddy free lists         | second, or alone          |
+//!
+//! Nothing takes the range lock while holding the page lock; the platform is called
+//! with the page lock held and must not call back into `mm`. (The later layers go in
+//! front: a CPU's interrupt guard, then one cache's lock, then these two, as
+//! `DESIGN.md` says.) Both are spinlocks that do not disable interrupts yet.
+//!
+//! # Booting it (what the kernel does)
+//!
+//! 1. From the firmware memory map, build the sorted list of RAM regions
+//!    ([`page::PhysRegion`], holes allowed).
+//! 2. Compute `n = PageAllocator::descriptors_needed(&regions)`, carve
+//!    `n * size_of::<PageDescriptor>()` bytes (8-byte aligned) out of free RAM, and view
+//!    them through the direct map as a `&'static mut [MaybeUninit<PageDescriptor>]`.
+//! 3. `PageAllocator::new(&regions, &reserved, storage)`, where `reserved` lists every
+//!    frame already in use: the kernel image, that descriptor storage, the boot page
+//!    tables and stacks, firmware data that must survive (ACPI tables, the AP trampoline).
+//! 4. Choose a window of kernel virtual address space for the heap, page-aligned and
+//!    unused (for example a PML4 slot of its own), and call
+//!    `unsafe { Heap::new(platform, page_allocator, window_start, window_pages) }`. Its
+//!    first page becomes the bootstrap slab.
+//! 5. If some of the window is already in use (the kernel image, when it is linked
+//!    inside the window), `heap.reserve(addr, pages)` it before the first allocation.
+//! 6. Keep the heap in a `static HEAP: spin::Once<Heap<'static, KernelPlatform>>`.
+//!
+//! ```ignore
+//! let n = PageAllocator::descriptors_needed(&regions);
+//! let storage = carve_descriptor_storage(n); // &'static mut [MaybeUninit<PageDescriptor>]
+//! let pages = PageAllocator::new(&regions, &reserved, storage)?;
+//! // Heap::new's contract: the window is ours alone, `reserved` covers every frame in use.
+//! let heap = unsafe { Heap::new(KernelPlatform, pages, HEAP_WINDOW, HEAP_PAGES)? };
+//! HEAP.call_once(|| heap);
+//! let buf = HEAP.get().unwrap().new_range(4, RangeFlags::MAP | RangeFlags::ZERO)?;
+//! ```
+//!
+//! # Testing
+//!
+//! The hosted platform tracks every page. Unit tests sit beside the code; the
+//! model-based property tests and a long random workload are in `src/tests/`; all of it
+//! runs under Miri (`cargo +nightly miri test -p mm --target x86_64-unknown-linux-gnu`).
+//! The benchmark is `benches/range.rs`.
+
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
+pub mod bootstrap;
+pub mod heap;
+#[cfg(any(test, feature = "std"))]
+pub mod hosted;
+pub mod page;
 pub mod platform;
+pub mod range;
+
+#[cfg(test)]
+mod tests;
+
+pub use bootstrap::BootError;
+pub use heap::{Heap, HeapStats};
+pub use page::{
+    FrameError, FrameInfo, PageAllocator, PageDescriptor, PageOwner, PageState, PageStats,
+    PhysRegion, Zone,
+};
+pub use platform::{MapError, PAGE_SIZE, PhysAddr, Platform};
+pub use range::{RangeError, RangeFlags, RangeInfo, RangeKind, RangeStats};

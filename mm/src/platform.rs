@@ -54,8 +54,8 @@ pub unsafe trait Platform: Sync {
     /// cast with exposed provenance, is right for the kernel. A hosted platform whose
     /// "kernel memory" is an allocation of its own overrides it to derive the pointer from
     /// that allocation (`ptr.with_addr(virt)`), which keeps Miri's provenance checks exact.
-    /// Calling this is safe; using the pointer is only sound on a page mapped through
-    /// this trait and owned by the caller.
+    /// The pointer's address is `virt`. Calling this is safe; using the pointer is only
+    /// sound on a page mapped through this trait and owned by the caller.
     fn pointer_to(&self, virt: usize) -> *mut u8 {
         core::ptr::with_exposed_provenance_mut(virt)
     }

@@ -70,8 +70,10 @@ ap_protected_mode:
     orl $(1 << 8), %eax
     orl {phys} + (ap_param_efer - ap_trampoline_start), %eax
     wrmsr
-    /* CR0.PG (bit 31) and CR0.WP (bit 16): paging on, long mode active. */
+    /* CR0.PG (bit 31) and CR0.WP (bit 16): paging on, long mode active. CR0.CD
+       (bit 30) and CR0.NW (bit 29), set by INIT, are cleared: caches on. */
     movl %cr0, %eax
+    andl $~((1 << 30) | (1 << 29)), %eax
     orl $((1 << 31) | (1 << 16)), %eax
     movl %eax, %cr0
     ljmpl $0x18, ${phys} + (ap_long_mode - ap_trampoline_start)

@@ -1,0 +1,150 @@
+//! Backing ranges with frames: the one place where the range allocator reaches down to
+//! the page allocator and out to the platform.
+//!
+//! Mapping a page follows the SOS reference protocol (see [`crate::page`] for the why):
+//!
+//! ```text
+//!   frame = alloc_frame(zone)        refcount 1: our reference, as the allocator's caller
+//!   map_page(virt, frame)            on failure: put_page(frame) frees it, nothing leaks
+//!   get_page(frame)                  refcount 2: the mapping's own reference
+//!   put_page(frame)                  refcount 1: we drop ours; the page table owns the frame
+//!   set_owner(frame, Range(segment)) virt -> translate -> frame -> owner -> range, in O(1)
+//! ```
+//!
+//! and unmapping is `unmap_page(virt)` then `put_mapped(frame)`, which drops the
+//! mapping's reference (freeing the frame unless someone pinned it with `get_page`) and
+//! clears the owner. Mapping a range is all or nothing: on the first failure the pages
+//! already mapped are unmapped and their frames freed.
+//!
+//! Page-table frames that the platform asks for while mapping come from the same page
+//! allocator (normal zone first) and are never given back, as in every kernel.
+//!
+//! Concurrency and lock order: the caller holds the range lock; each call here takes the
+//! page lock once, for the whole range (range -> page). The platform is called with the
+//! page lock held, so it must not call back into `mm` except through the
+//! `alloc_table_frame` closure we give it, which uses the lock we already hold.
+
+use super::RangeError;
+use crate::page::{PageAllocator, PageOwner, Zone};
+use crate::platform::{MapError, PAGE_SIZE, Platform};
+use spin::Mutex;
+
+/// What the range allocator needs from the layers around it, for one operation.
+pub(crate) struct Backing<'a, 'm, P: Platform> {
+    pub platform: &'a P,
+    pub pages: &'a Mutex<PageAllocator<'m>>,
+}
+
+impl<P: Platform> Backing<'_, '_, P> {
+    /// A pointer to the kernel virtual address `virt` (see [`Platform::pointer_to`]).
+    pub fn pointer_to(&self, virt: usize) -> *mut u8 {
+        self.platform.pointer_to(virt)
+    }
+
+    /// Maps `pages` pages from `start` to fresh frames from `zone`, recording `owner` (the
+    /// range's descriptor) in each frame. All or nothing.
+    pub fn map_fresh(
+        &self,
+        start: usize,
+        pages: usize,
+        zone: Zone,
+        owner: PageOwner,
+    ) -> Result<(), RangeError> {
+        let mut pa = self.pages.lock();
+        for i in 0..pages {
+            let virt = start + i * PAGE_SIZE;
+            if let Err(error) = self.map_one(&mut pa, virt, zone, owner) {
+                for j in (0..i).rev() {
+                    self.release_one(&mut pa, start + j * PAGE_SIZE);
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    fn map_one(
+        &self,
+        pa: &mut PageAllocator<'_>,
+        virt: usize,
+        zone: Zone,
+        owner: PageOwner,
+    ) -> Result<(), RangeError> {
+        // Reference 1: ours, as the caller of the allocator.
+        let frame = pa.alloc_frame(zone).map_err(|_| RangeError::OutOfMemory)?;
+        let mapped = self
+            .platform
+            .map_page(virt, frame, &mut || pa.alloc_frame(Zone::Normal).ok());
+        if let Err(error) = mapped {
+            // Dropping our reference frees the frame.
+            let freed = pa.put_page(frame);
+            debug_assert_eq!(freed, Ok(true));
+            return Err(match error {
+                MapError::OutOfMemory => RangeError::OutOfMemory,
+                MapError::AlreadyMapped => RangeError::AlreadyMapped { addr: virt },
+            });
+        }
+        // Reference 2: the mapping's. Then ours goes: the page table is the only owner.
+        let taken = pa.get_page(frame);
+        debug_assert_eq!(taken, Ok(2));
+        let dropped = pa.put_page(frame);
+        debug_assert_eq!(dropped, Ok(false));
+        let owned = pa.set_owner(frame, owner);
+        debug_assert_eq!(owned, Ok(()));
+        Ok(())
+    }
+
+    /// Unmaps `pages` pages from `start` and drops the mappings' references.
+    pub fn unmap_release(&self, start: usize, pages: usize) {
+        let mut pa = self.pages.lock();
+        for i in 0..pages {
+            self.release_one(&mut pa, start + i * PAGE_SIZE);
+        }
+    }
+
+    fn release_one(&self, pa: &mut PageAllocator<'_>, virt: usize) {
+        match self.platform.unmap_page(virt) {
+            Some(frame) => {
+                let released = pa.put_mapped(frame);
+                debug_assert!(released.is_ok(), "frame of {virt:#x}: {released:?}");
+            }
+            // Someone unmapped a page of a mapped range behind our back: a kernel bug.
+            // Release builds carry on (the frame, if any, leaks).
+            None => debug_assert!(false, "page {virt:#x} of a mapped range was not mapped"),
+        }
+    }
+
+    /// Rewrites the owner of the frames behind `pages` pages from `start` from `from` to
+    /// `to` (a range descriptor moved, see `shrink.rs`, or was just created, see
+    /// `bootstrap.rs`).
+    pub fn retarget(&self, start: usize, pages: usize, from: PageOwner, to: PageOwner) {
+        let mut pa = self.pages.lock();
+        for i in 0..pages {
+            let Some(frame) = self.platform.translate(start + i * PAGE_SIZE) else {
+                continue;
+            };
+            if pa.owner(frame) == Ok(from) {
+                let set = pa.set_owner(frame, to);
+                debug_assert_eq!(set, Ok(()));
+            }
+        }
+    }
+
+    /// The owner recorded for the frame mapped at `virt` (any address in the page).
+    pub fn owner_of(&self, virt: usize) -> Option<PageOwner> {
+        let frame = self.platform.translate(virt & !(PAGE_SIZE - 1))?;
+        self.pages.lock().owner(frame).ok()
+    }
+
+    /// Fills `pages` freshly mapped pages from `start` with zeros.
+    ///
+    /// # Safety
+    ///
+    /// The pages were mapped through the platform for the caller, who owns them (no one
+    /// else has their addresses yet).
+    pub unsafe fn zero(&self, start: usize, pages: usize) {
+        // SAFETY: the pages are mapped, hence readable and writable memory (`Platform`'s
+        // contract), and only the caller uses them (this function's contract).
+        unsafe { self.pointer_to(start).write_bytes(0, pages * PAGE_SIZE) };
+    }
+}
