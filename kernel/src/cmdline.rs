@@ -5,7 +5,9 @@
 //! | option | meaning |
 //! |---|---|
 //! | `loglevel=error\|warn\|info\|debug\|trace` | how much the log says (default `info`) |
-//! | `mmtest=exhaust` | the memory self-test maps ranges until all RAM is used (slow on big guests) |
+//! | `mmtest=exhaust` | the memory self-tests allocate until all RAM is used (slow on big guests) |
+//! | `mmtest=off` | skip the memory and slab self-tests (the SMP matrix under slow nested KVM) |
+//! | `slab_debug=on` | red zones and poisoning in every cache (the global debug switch) |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
@@ -36,6 +38,10 @@ pub struct Options<'a> {
     pub scan_for_rsdp: bool,
     /// The memory self-test maps ranges until RAM runs out.
     pub exhaust_memory: bool,
+    /// Skip the memory and slab self-tests.
+    pub skip_memory_tests: bool,
+    /// Red zones and poisoning in every slab cache.
+    pub slab_debug: bool,
     /// The first word that was not understood, if any.
     pub unknown: Option<&'a str>,
 }
@@ -48,6 +54,8 @@ impl<'a> Options<'a> {
             timer_hz: 100,
             scan_for_rsdp: false,
             exhaust_memory: false,
+            skip_memory_tests: false,
+            slab_debug: false,
             unknown: None,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -63,6 +71,9 @@ impl<'a> Options<'a> {
                 }
                 ("acpi", "scan") => options.scan_for_rsdp = true,
                 ("mmtest", "exhaust") => options.exhaust_memory = true,
+                ("mmtest", "off") => options.skip_memory_tests = true,
+                ("slab_debug", "on") => options.slab_debug = true,
+                ("slab_debug", "off") => options.slab_debug = false,
                 ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
                 ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),
                 ("test", "stack-overflow") => options.crash_test = Some(CrashTest::StackOverflow),

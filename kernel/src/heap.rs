@@ -9,7 +9,8 @@
 //! * the page descriptors themselves (carved out of RAM right here).
 //!
 //! The kernel heap window, where the range allocator hands out virtual ranges, starts
-//! one page below the kernel image and spans 64 GiB of the lower half. As in SOS the
+//! one page below the kernel image and spans twice the RAM (at least 256 MiB) of the
+//! lower half. As in SOS the
 //! kernel image sits *inside* the window and is registered as a used range right
 //! after the bootstrap; the page just below it hosts the first slab of the range
 //! cache (see `mm::bootstrap`). Everything below the window, address 0 included,
@@ -37,8 +38,11 @@ use crate::memory::paging::{KERNEL_PAGE_TABLE, PagingSummary};
 use crate::memory::{KernelImage, PHYS_OFFSET};
 use crate::pvh::BootInfo;
 
-/// Size of the kernel heap window.
-const WINDOW_BYTES: usize = 64 << 30;
+/// The kernel heap window is twice the RAM, and at least this big: room to map
+/// every frame, with space to spare against fragmentation. (The slab layer keeps a
+/// 16-byte owner entry per page of the window, so its size is not free: 2x RAM costs
+/// 1/128 of RAM.)
+const MIN_WINDOW_BYTES: usize = 256 << 20;
 
 /// The kernel's memory allocator (layers 3 and 4).
 pub static HEAP: Once<Heap<'static, KernelPlatform>> = Once::new();
@@ -173,11 +177,12 @@ pub unsafe fn init(boot: &BootInfo, paging: &PagingSummary) {
     };
 
     let window_start = image.text.0 as usize - PAGE_SIZE;
-    let window_pages = (WINDOW_BYTES - window_start) / PAGE_SIZE;
+    let ram_bytes: u64 = boot.ram().map(|region| region.size).sum();
+    let window_pages = (2 * ram_bytes as usize).max(MIN_WINDOW_BYTES) / PAGE_SIZE;
     let platform = KernelPlatform {
         no_execute: paging.no_execute,
     };
-    // SAFETY: the window [kernel start - 1 page, 64 GiB) holds nothing but the kernel
+    // SAFETY: the window [kernel start - 1 page, + 2x RAM) holds nothing but the kernel
     // image, which is reserved right below before any allocation; its first page is
     // free. The free frames are RAM nothing uses (everything in use is reserved).
     let heap = match unsafe { Heap::new(platform, pages, window_start, window_pages) } {

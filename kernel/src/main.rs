@@ -11,6 +11,11 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod allocator;
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod cmdline;
@@ -37,6 +42,8 @@ mod qemu;
 mod serial;
 #[cfg(target_os = "none")]
 mod selftest;
+#[cfg(target_os = "none")]
+mod slab_selftest;
 #[cfg(target_os = "none")]
 mod smp_boot;
 #[cfg(target_os = "none")]
@@ -133,6 +140,7 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     selftest::run(boot, &guard_pages);
     // SAFETY: once, on the BSP, paging is up and nothing has allocated frames since.
     unsafe { heap::init(boot, &paging) };
+    allocator::init(options.slab_debug);
 
     let rsdp = if options.scan_for_rsdp {
         None
@@ -143,13 +151,32 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     // trampoline pages) and IDT live; `paging.pml4` is the live PML4.
     unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz) };
     smp_boot::run_checks();
-    mm_selftest::run(options.exhaust_memory);
+    if options.skip_memory_tests {
+        println!("kernel: memory self-tests skipped (mmtest=off)");
+    } else {
+        mm_selftest::run(options.exhaust_memory);
+        slab_selftest::run(options.exhaust_memory);
+    }
+    print_slabinfo();
 
     if let Some(test) = options.crash_test {
         crash_on_purpose(test);
     }
     println!("kernel: all checks passed");
     qemu::exit(ExitCode::Success)
+}
+
+/// The Linux 2.4 `/proc/slabinfo` table of every cache, at the end of the run.
+#[cfg(target_os = "none")]
+fn print_slabinfo() {
+    struct Console;
+    impl core::fmt::Write for Console {
+        fn write_str(&mut self, text: &str) -> core::fmt::Result {
+            print!("{text}");
+            Ok(())
+        }
+    }
+    let _ = allocator::slab().slabinfo(&mut Console);
 }
 
 #[cfg(target_os = "none")]

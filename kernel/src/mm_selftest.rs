@@ -5,7 +5,7 @@
 //!    and the DMA zone, until the page allocator says out of memory; free them all.
 //! 2. Ranges: allocate mapped ranges of 64 pages, then smaller, writing to every
 //!    page, until the range allocator says out of memory (no frames left to back
-//!    them) -- or, by default, until 1024 pages are mapped; `mmtest=exhaust` on the
+//!    them) -- or, by default, until 256 pages are mapped; `mmtest=exhaust` on the
 //!    command line asks for the whole of RAM. (Mapping is page-table work, which is
 //!    slow under nested KVM: exhausting 8 GiB page by page takes minutes there.)
 //!    Delete them all.
@@ -24,7 +24,7 @@ use crate::memory::PHYS_OFFSET;
 use crate::println;
 
 /// Pages mapped by the range phase unless `exhaust` is asked for.
-const DEFAULT_RANGE_PAGES: usize = 1024;
+const DEFAULT_RANGE_PAGES: usize = 256;
 
 /// Runs both phases; panics if anything is off.
 pub fn run(exhaust: bool) {

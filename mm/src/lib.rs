@@ -80,9 +80,12 @@ pub mod bootstrap;
 pub mod heap;
 #[cfg(any(test, feature = "std"))]
 pub mod hosted;
+pub mod kmalloc;
 pub mod page;
 pub mod platform;
 pub mod range;
+pub mod slab;
+pub mod sync;
 
 #[cfg(test)]
 mod tests;

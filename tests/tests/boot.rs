@@ -28,11 +28,15 @@ fn boots_on_the_q35_machine() {
 }
 
 #[test]
-fn boots_under_tcg_even_where_kvm_exists() {
+fn boots_under_kvm_where_it_is_usable() {
+    if !kernel_tests::kvm_usable() {
+        eprintln!("SKIPPED boots_under_kvm_where_it_is_usable: /dev/kvm is not usable here");
+        return;
+    }
     let mut config = config();
-    config.accel = Some(Accel::Tcg);
+    config.accel = Some(Accel::Kvm);
     let result = assert_boots(&config);
-    assert_eq!(result.accel, Accel::Tcg);
+    assert_eq!(result.accel, Accel::Kvm);
 }
 
 #[test]

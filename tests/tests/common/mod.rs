@@ -25,10 +25,13 @@ pub fn kernel() -> PathBuf {
         .clone()
 }
 
-/// A configuration with a generous time-out: with many CPUs on a 2-core host,
-/// TCG is oversubscribed.
+/// A TCG configuration with a generous time-out: with many CPUs on a 2-core host,
+/// TCG is oversubscribed. TCG, not KVM, unless a test asks: on the nested KVM of the
+/// machines this runs on, each page mapped costs milliseconds (page-table writes
+/// trap), which makes the memory self-tests ~100x slower than under TCG.
 pub fn config() -> QemuConfig {
     let mut config = QemuConfig::new(kernel());
+    config.accel = Some(kernel_tests::Accel::Tcg);
     config.timeout = Duration::from_secs(180);
     config
 }

@@ -1,0 +1,123 @@
+//! The kernel's allocator: `mm`'s slab layer and kmalloc over the heap, as the
+//! `#[global_allocator]` (so `alloc::{Box, Vec, BTreeMap}` work), taking its locks with
+//! local interrupts off.
+
+use core::fmt;
+
+use mm::kmalloc::KernelAllocator;
+use mm::slab::{SlabAllocator, SlabError, SlabOptions};
+use mm::sync::InterruptControl;
+
+use crate::heap::{HEAP, KernelPlatform};
+use crate::serial::emergency_print;
+
+/// `pushf; cli` ... restore: what every slab lock disables in the kernel.
+#[derive(Debug)]
+pub struct Cli;
+
+// SAFETY: `cli` masks every maskable interrupt on this CPU, so no interrupt handler
+// (the only code that could re-enter `mm` on this CPU) runs until `restore`.
+unsafe impl InterruptControl for Cli {
+    type State = bool;
+
+    fn disable() -> bool {
+        let enabled = x86_64::instructions::interrupts::are_enabled();
+        x86_64::instructions::interrupts::disable();
+        enabled
+    }
+
+    unsafe fn restore(enabled: bool) {
+        if enabled {
+            x86_64::instructions::interrupts::enable();
+        }
+    }
+}
+
+type Backend = &'static mm::Heap<'static, KernelPlatform>;
+
+/// The slab allocator, empty until [`init`].
+#[global_allocator]
+pub static ALLOCATOR: KernelAllocator<Backend, Cli> = KernelAllocator::new();
+
+/// The slab layer (after [`init`]).
+pub fn slab() -> &'static SlabAllocator<Backend, Cli> {
+    ALLOCATOR
+        .get()
+        .expect("the slab allocator is initialised at boot")
+}
+
+/// Prints every error the slab layer detects (bad frees, damaged red zones, writes
+/// after free): the cache, the address and what was wrong.
+fn report(error: &SlabError) {
+    emergency_print(format_args!("slab: {}\n", Report(error)));
+}
+
+/// The one-line report of a slab error.
+pub struct Report<'a>(pub &'a SlabError);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self.0 {
+            SlabError::DoubleFree { cache, addr } => {
+                write!(f, "double free of {addr:#x} in cache {cache}")
+            }
+            SlabError::InvalidFree {
+                cache: Some(cache),
+                addr,
+            } => {
+                write!(
+                    f,
+                    "free of {addr:#x}, which is not an object start in cache {cache}"
+                )
+            }
+            SlabError::InvalidFree { cache: None, addr } => {
+                write!(f, "free of {addr:#x}, which the allocator never handed out")
+            }
+            SlabError::WrongCache {
+                expected,
+                actual,
+                addr,
+            } => write!(
+                f,
+                "free of {addr:#x} into cache {expected}, but it belongs to cache {actual}"
+            ),
+            SlabError::RedZone {
+                cache,
+                addr,
+                side,
+                found,
+            } => write!(
+                f,
+                "red zone {side:?} object {addr:#x} in cache {cache} overwritten (found {found:#x})"
+            ),
+            SlabError::UseAfterFree {
+                cache,
+                addr,
+                offset,
+                ..
+            } => write!(
+                f,
+                "write after free: object {addr:#x} in cache {cache}, byte {offset} changed"
+            ),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// Starts the slab layer and kmalloc over the heap.
+pub fn init(debug: bool) {
+    let heap = HEAP
+        .get()
+        .expect("the heap is initialised before the slab layer");
+    let options = SlabOptions {
+        debug,
+        reporter: Some(report),
+    };
+    if let Err(error) = ALLOCATOR.init(heap, options) {
+        panic!("cannot start the slab allocator: {error:?}");
+    }
+    log::info!(
+        "slab: cache of caches and kmalloc caches 32 B..128 KiB (+ DMA) ready, debug checks {}",
+        if debug { "on" } else { "off" }
+    );
+}

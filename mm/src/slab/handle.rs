@@ -1,0 +1,103 @@
+//! [`Cache`]: the handle a user of one cache holds (in the kernel, in a static).
+
+use super::allocator::SlabAllocator;
+use super::cache::SlabCache;
+use super::stats::CacheStats;
+use super::{SlabBackend, SlabError};
+use crate::sync::InterruptControl;
+use core::ptr::NonNull;
+
+/// A handle to one cache: what a user of the cache keeps (in the kernel, in a static).
+/// Dropping the handle keeps the cache; [`destroy`](Self::destroy) consumes it.
+pub struct Cache<'a, B: SlabBackend, I: InterruptControl> {
+    pub(super) slab: &'a SlabAllocator<B, I>,
+    pub(super) cache: NonNull<SlabCache<I>>,
+}
+
+// SAFETY: the handle is a shared reference to the allocator and a pointer to a `Sync`
+// cache descriptor that lives until `destroy` consumes the handle.
+unsafe impl<B: SlabBackend, I: InterruptControl> Send for Cache<'_, B, I> {}
+// SAFETY: see `Send`.
+unsafe impl<B: SlabBackend, I: InterruptControl> Sync for Cache<'_, B, I> {}
+
+impl<B: SlabBackend, I: InterruptControl> Cache<'_, B, I> {
+    pub(super) fn raw(&self) -> &SlabCache<I> {
+        // SAFETY: the cache lives until `destroy`, which consumes the handle.
+        unsafe { self.cache.as_ref() }
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &'static str {
+        self.raw().name
+    }
+
+    /// The bytes of an object its user may use (at least the size asked for).
+    pub fn object_size(&self) -> usize {
+        self.raw().geo.usable
+    }
+
+    /// The objects' alignment.
+    pub fn align(&self) -> usize {
+        self.raw().geo.align
+    }
+
+    /// An object (2.4's `kmem_cache_alloc`): from a partial slab if there is one, else a
+    /// free slab, else a new slab. With a constructor, the object is in its constructed
+    /// state (or the state its last user left it in: objects are freed constructed).
+    pub fn alloc(&self) -> Result<NonNull<u8>, SlabError> {
+        self.slab.core.alloc(self.raw())
+    }
+
+    /// Gives `object` back (2.4's `kmem_cache_free`).
+    ///
+    /// A pointer that is not an allocated object of this cache (never allocated, already
+    /// free, of another cache, not the start of an object) is detected, reported and
+    /// returned as an error, and changes nothing: that is not undefined behaviour.
+    ///
+    /// # Safety
+    ///
+    /// Nobody uses the object after this call: it may be handed out again at once. With
+    /// a constructor, the object must be back in its constructed state.
+    pub unsafe fn free(&self, object: NonNull<u8>) -> Result<(), SlabError> {
+        self.slab.core.free(self.raw(), object.addr().get())
+    }
+
+    /// Fills `out` from the front with up to `out.len()` objects, taking the cache lock
+    /// once (plus once per slab grown): the refill of a per-CPU array. Returns how many;
+    /// fewer than asked only when memory ran out after at least one.
+    pub fn alloc_batch(&self, out: &mut [*mut u8]) -> Result<usize, SlabError> {
+        self.slab.core.alloc_batch(self.raw(), out)
+    }
+
+    /// Gives back every object of `objects` under one acquisition of the cache lock: the
+    /// flush of a per-CPU array. Each object is checked as by [`free`](Self::free); all
+    /// valid ones are freed, and the first error is returned.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free), for every object.
+    pub unsafe fn free_batch(&self, objects: &[*mut u8]) -> Result<(), SlabError> {
+        self.slab.core.free_batch(self.raw(), objects)
+    }
+
+    /// Gives back the cache's free slabs (2.4's `kmem_cache_shrink`); returns the pages.
+    pub fn shrink(&self) -> usize {
+        self.slab.core.shrink(self.raw())
+    }
+
+    /// Destroys the cache (2.4's `kmem_cache_destroy`): every object must have been
+    /// freed. Otherwise the cache stays as it was and the handle comes back with
+    /// [`SlabError::Busy`].
+    pub fn destroy(self) -> Result<(), (Self, SlabError)> {
+        match self.slab.destroy_raw(self.cache) {
+            Ok(()) => Ok(()),
+            Err(error) => Err((self, error)),
+        }
+    }
+
+    /// The cache's statistics.
+    pub fn stats(&self) -> CacheStats {
+        let cache = self.raw();
+        CacheStats::of(cache, &cache.state.lock())
+    }
+}

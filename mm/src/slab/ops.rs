@@ -1,0 +1,434 @@
+//! The operations on one cache: allocate, free (through the cache or from the address
+//! alone), grow, shrink, and unmake a slab (Linux 2.4's `kmem_cache_alloc`,
+//! `kmem_cache_free`, `kfree`, `kmem_cache_grow`, `kmem_cache_shrink`).
+//!
+//! They live in [`Core`], which needs only the backend and the owner table, not the
+//! allocator object: that is what lets the cache of caches be grown before the allocator
+//! exists (the bootstrap, in `allocator.rs`).
+//!
+//! Concurrency: see the lock order in the [module docs](super). These methods take a
+//! cache lock for short sections and never hold it across a call to the backend, a
+//! constructor, a destructor, the reporter, or another cache's lock.
+
+use super::cache::{FreeFault, SlabCache, Taken};
+use super::descriptor::Slab;
+use super::owner::{LARGE, OwnerTable, PageEntry};
+use super::{SlabBackend, SlabError, SlabFlags};
+use crate::sync::InterruptControl;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+/// How the slab layer starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SlabOptions {
+    /// The global debug switch: every cache created while it is on (the general caches
+    /// included, when given here) gets red zones and poisoning. See also
+    /// [`SlabAllocator::set_debug`](super::SlabAllocator::set_debug).
+    pub debug: bool,
+    /// Called with every error detected (bad frees, damaged red zones or poison), with no
+    /// cache lock held (the chain lock may be: errors found while `reap` unmakes slabs).
+    /// The kernel's prints to the serial console; it must not create or destroy caches.
+    pub reporter: Option<fn(&SlabError)>,
+}
+
+/// Where an object lies: see [`SlabAllocator::object_info`](super::SlabAllocator::object_info).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The cache that owns it.
+    pub cache: &'static str,
+    /// The object's first byte.
+    pub object: usize,
+    /// Its usable size.
+    pub size: usize,
+    /// Its index in the slab.
+    pub index: usize,
+    /// The slab's first byte.
+    pub slab: usize,
+    /// The slab's size in pages.
+    pub slab_pages: usize,
+    /// True while it is allocated.
+    pub allocated: bool,
+}
+
+/// The operations on one cache, and what they need. See the [module docs](self).
+pub(crate) struct Core<B: SlabBackend> {
+    pub backend: B,
+    pub owners: OwnerTable,
+    reporter: Option<fn(&SlabError)>,
+}
+
+/// What the owner table says about an address, read without a lock.
+pub(crate) enum Owner<'a, I: InterruptControl> {
+    /// Not a slab page nor a large kmalloc.
+    Nothing,
+    /// The first page of a large kmalloc.
+    Large(&'a PageEntry),
+    /// A page of a slab of this cache (to be confirmed under its lock).
+    Cache(&'a SlabCache<I>),
+}
+
+impl<B: SlabBackend> Core<B> {
+    pub fn new(backend: B, reporter: Option<fn(&SlabError)>) -> Result<Self, SlabError> {
+        Ok(Self {
+            owners: OwnerTable::new(&backend)?,
+            backend,
+            reporter,
+        })
+    }
+
+    /// Passes `error` to the reporter.
+    pub fn report(&self, error: &SlabError) {
+        if let Some(reporter) = self.reporter {
+            reporter(error);
+        }
+    }
+
+    /// One object of `cache` (2.4's `kmem_cache_alloc`).
+    pub fn alloc<I: InterruptControl>(
+        &self,
+        cache: &SlabCache<I>,
+    ) -> Result<NonNull<u8>, SlabError> {
+        loop {
+            let taken = cache.take(&mut cache.state.lock());
+            match taken {
+                Taken::Object(object) => return Ok(object),
+                Taken::Quarantined(error) => self.report(&error),
+                Taken::Empty => self.grow(cache)?,
+            }
+        }
+    }
+
+    /// Up to `out.len()` objects of `cache`, taking its lock once (and once more after
+    /// each slab it has to grow). Returns how many were stored at the front of `out`:
+    /// fewer only when memory ran out after at least one, `Err` when none could be had.
+    pub fn alloc_batch<I: InterruptControl>(
+        &self,
+        cache: &SlabCache<I>,
+        out: &mut [*mut u8],
+    ) -> Result<usize, SlabError> {
+        let mut n = 0;
+        while n < out.len() {
+            let mut quarantined = None;
+            let mut empty = false;
+            {
+                let mut st = cache.state.lock();
+                while n < out.len() {
+                    match cache.take(&mut st) {
+                        Taken::Object(object) => {
+                            out[n] = object.as_ptr();
+                            n += 1;
+                        }
+                        Taken::Empty => {
+                            empty = true;
+                            break;
+                        }
+                        Taken::Quarantined(error) => {
+                            quarantined = Some(error);
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(error) = quarantined {
+                self.report(&error);
+            } else if empty && let Err(error) = self.grow(cache) {
+                return if n == 0 { Err(error) } else { Ok(n) };
+            }
+        }
+        Ok(n)
+    }
+
+    /// Frees `addr` into `cache` (2.4's `kmem_cache_free`), with every check of
+    /// `SlabCache::give_back`.
+    pub fn free<I: InterruptControl>(
+        &self,
+        cache: &SlabCache<I>,
+        addr: usize,
+    ) -> Result<(), SlabError> {
+        let result = cache.give_back(&mut cache.state.lock(), &self.owners, addr);
+        result.map_err(|fault| self.fail(cache, fault, addr))
+    }
+
+    /// Frees the objects of `objs` into `cache` under one acquisition of its lock
+    /// (re-taken only after an error, to report it unlocked). Every valid object is
+    /// freed; the first error is returned.
+    pub fn free_batch<I: InterruptControl>(
+        &self,
+        cache: &SlabCache<I>,
+        objs: &[*mut u8],
+    ) -> Result<(), SlabError> {
+        let mut first_error = None;
+        let mut i = 0;
+        while i < objs.len() {
+            let fault = {
+                let mut st = cache.state.lock();
+                loop {
+                    let Some(&object) = objs.get(i) else {
+                        break None;
+                    };
+                    i += 1;
+                    let addr = object.addr();
+                    if let Err(fault) = cache.give_back(&mut st, &self.owners, addr) {
+                        break Some((fault, addr));
+                    }
+                }
+            };
+            if let Some((fault, addr)) = fault {
+                first_error.get_or_insert(self.fail(cache, fault, addr));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Turns a fault of `give_back` into the error, reports it, and returns it.
+    fn fail<I: InterruptControl>(
+        &self,
+        cache: &SlabCache<I>,
+        fault: FreeFault,
+        addr: usize,
+    ) -> SlabError {
+        let error = match fault {
+            FreeFault::Error(error) => error,
+            FreeFault::OtherOwner(owner) => {
+                let actual = if owner == LARGE {
+                    "kmalloc (large)"
+                } else {
+                    // SAFETY: an owner-table entry names a live cache descriptor of this
+                    // allocator (same `I`): a cache's entries are cleared before its
+                    // descriptor is freed, and a concurrent destroy of the cache owning
+                    // the page is outside the contract (module docs). `name` is
+                    // immutable after creation.
+                    unsafe { owner.cast::<SlabCache<I>>().as_ref() }.map_or("?", |c| c.name)
+                };
+                cache.state.lock().counters.errors += 1;
+                SlabError::WrongCache {
+                    expected: cache.name,
+                    actual,
+                    addr,
+                }
+            }
+        };
+        self.report(&error);
+        error
+    }
+
+    /// The owner of the page of `addr`, read without a lock (see `owner.rs`).
+    pub fn owner<I: InterruptControl>(&self, addr: usize) -> Owner<'_, I> {
+        let Some(entry) = self.owners.entry(addr) else {
+            return Owner::Nothing;
+        };
+        let cache = entry.cache.load(Ordering::Acquire);
+        if cache.is_null() {
+            Owner::Nothing
+        } else if cache == LARGE {
+            Owner::Large(entry)
+        } else {
+            // SAFETY: as in `fail`: a cache named by the owner table is alive unless it is
+            // being destroyed while someone frees into it, which the contract excludes.
+            // Callers confirm the entry under the cache's lock before trusting the slab.
+            Owner::Cache(unsafe { &*cache.cast::<SlabCache<I>>() })
+        }
+    }
+
+    /// Frees `addr` into the general cache that owns its page (`kfree` of a slab
+    /// object). An object of any other cache is a `WrongCache` error (2.4's `kfree` did
+    /// not check; freeing, say, a cache descriptor that way would be a disaster).
+    /// `Err(None)` when the page is the first page of a large kmalloc.
+    pub fn free_any<I: InterruptControl>(&self, addr: usize) -> Result<(), Option<SlabError>> {
+        loop {
+            let cache = match self.owner::<I>(addr) {
+                Owner::Nothing => {
+                    let error = SlabError::InvalidFree { cache: None, addr };
+                    self.report(&error);
+                    return Err(Some(error));
+                }
+                Owner::Large(_) => return Err(None),
+                Owner::Cache(cache) => cache,
+            };
+            let mut st = cache.state.lock();
+            if !cache.general
+                && self
+                    .owners
+                    .entry(addr)
+                    .is_some_and(|e| e.cache.load(Ordering::Relaxed) == cache.as_owner())
+            {
+                st.counters.errors += 1;
+                drop(st);
+                let error = SlabError::WrongCache {
+                    expected: "kmalloc",
+                    actual: cache.name,
+                    addr,
+                };
+                self.report(&error);
+                return Err(Some(error));
+            }
+            let result = cache.give_back(&mut st, &self.owners, addr);
+            drop(st);
+            match result {
+                Ok(()) => return Ok(()),
+                // The page changed hands between the read and the lock: look again.
+                Err(FreeFault::OtherOwner(_)) => continue,
+                Err(fault) => return Err(Some(self.fail(cache, fault, addr))),
+            }
+        }
+    }
+
+    /// Where `addr` lies, if in an object of a slab.
+    pub fn object_info<I: InterruptControl>(&self, addr: usize) -> Option<ObjectInfo> {
+        loop {
+            let Owner::Cache(cache) = self.owner::<I>(addr) else {
+                return None;
+            };
+            let st = cache.state.lock();
+            let entry = self.owners.entry(addr)?;
+            if entry.cache.load(Ordering::Relaxed) != cache.as_owner() {
+                continue;
+            }
+            let slab = NonNull::new(entry.slab.load(Ordering::Relaxed))?;
+            let geo = &cache.geo;
+            // SAFETY: the entry names this cache, whose lock we hold: the slab is a live
+            // slab of it (owner-table protocol).
+            let s = unsafe { Slab::from_ptr(slab).get_mut(geo.num) };
+            let first = s.s_mem().addr().get() + geo.lead;
+            let offset = addr.checked_sub(first)?;
+            let index = offset / geo.slot;
+            if index >= geo.num || offset % geo.slot >= geo.usable {
+                return None;
+            }
+            let info = ObjectInfo {
+                cache: cache.name,
+                object: first + index * geo.slot,
+                size: geo.usable,
+                index,
+                slab: s.base().addr().get(),
+                slab_pages: geo.pages(),
+                allocated: s.is_allocated(index),
+            };
+            drop(st);
+            return Some(info);
+        }
+    }
+
+    /// Adds a slab to `cache` (2.4's `kmem_cache_grow`). The cache lock is taken only to
+    /// pick the colour and to link the new slab; the pages, the descriptor and the
+    /// constructors are dealt with unlocked.
+    pub fn grow<I: InterruptControl>(&self, cache: &SlabCache<I>) -> Result<(), SlabError> {
+        let geo = &cache.geo;
+        let colour = {
+            let mut st = cache.state.lock();
+            let colour = st.colour_next;
+            st.colour_next = if colour + 1 >= geo.colour {
+                0
+            } else {
+                colour + 1
+            };
+            st.growing += 1;
+            colour * geo.colour_off
+        };
+        let made = self.make_slab(cache, colour);
+        let mut st = cache.state.lock();
+        st.growing -= 1;
+        let (slab, start) = made?;
+        self.owners
+            .set(start, geo.pages(), cache.as_owner(), slab.as_ptr());
+        // SAFETY: a live slab of this cache, on no list; we hold the lock.
+        unsafe { st.free.push_front(slab) };
+        st.counters.grown += 1;
+        st.grown_recently = true;
+        Ok(())
+    }
+
+    /// Pages, descriptor and objects of a new slab, coloured by `colour` bytes; nothing
+    /// links to it yet.
+    fn make_slab<I: InterruptControl>(
+        &self,
+        cache: &SlabCache<I>,
+        colour: usize,
+    ) -> Result<(Slab, usize), SlabError> {
+        let geo = &cache.geo;
+        let dma = geo.flags.contains(SlabFlags::DMA);
+        let start = self.backend.alloc_pages(geo.pages(), dma, false)?;
+        let Some(base) = NonNull::new(self.backend.pointer_to(start)) else {
+            self.backend.free_pages(start);
+            return Err(SlabError::OutOfMemory);
+        };
+        // SAFETY: `colour + desc_area` is at most `left_over + desc_area`, inside the slab
+        // (the geometry accounts for every byte of it).
+        let coloured = unsafe { base.add(colour) };
+        let (at, s_mem) = match cache.desc_cache {
+            Some(desc_cache) => {
+                // SAFETY: descriptor caches are general caches, never destroyed.
+                match self.alloc(unsafe { desc_cache.as_ref() }) {
+                    Ok(at) => (at, coloured),
+                    Err(error) => {
+                        self.backend.free_pages(start);
+                        return Err(error);
+                    }
+                }
+            }
+            // SAFETY: as above.
+            None => (coloured, unsafe { coloured.add(geo.desc_area) }),
+        };
+        // SAFETY: `at` is `desc_size` bytes, 8-byte aligned, ours: the start of the new
+        // slab's pages (on-slab, `desc_area >= desc_size`), or an object of a descriptor
+        // cache whose objects are at least `desc_size` bytes (chosen so at creation).
+        let slab = unsafe { Slab::init(at, base, s_mem, geo.num) };
+        // SAFETY: the slab is new and unreachable by anyone else.
+        if let Some(error) = unsafe { cache.init_objects(s_mem) } {
+            self.report(&error);
+        }
+        Ok((slab, start))
+    }
+
+    /// Gives back every free slab of `cache` (2.4's `kmem_cache_shrink`); returns the
+    /// pages released.
+    pub fn shrink<I: InterruptControl>(&self, cache: &SlabCache<I>) -> usize {
+        let mut list = {
+            let mut st = cache.state.lock();
+            let list = core::mem::take(&mut st.free);
+            cache.forget_owners(&list, &self.owners);
+            st.counters.reaped += list.len() as u64;
+            list
+        };
+        let pages = list.len() * cache.geo.pages();
+        while let Some(slab) = list.pop_front() {
+            // SAFETY: the slab was a free slab of `cache`, unlinked from its lists and
+            // from the owner table under its lock: ours alone.
+            unsafe { self.unmake_slab(cache, slab) };
+        }
+        pages
+    }
+
+    /// Destructors, then the descriptor and pages of an unlinked slab go back.
+    ///
+    /// # Safety
+    ///
+    /// `slab` is a slab of `cache` that is on no list and has no owner-table entries.
+    pub unsafe fn unmake_slab<I: InterruptControl>(&self, cache: &SlabCache<I>, slab: Slab) {
+        let mut errors = 0;
+        // SAFETY: ours alone (caller).
+        unsafe {
+            cache.unmake_objects(slab, |error| {
+                errors += 1;
+                self.report(&error);
+            });
+        }
+        if errors > 0 {
+            cache.state.lock().counters.errors += errors;
+        }
+        // SAFETY: ours alone (caller).
+        let base = unsafe { slab.get_mut(cache.geo.num) }.base();
+        if let Some(desc_cache) = cache.desc_cache {
+            // SAFETY: descriptor caches are general caches, never destroyed.
+            let freed = self.free(unsafe { desc_cache.as_ref() }, slab.as_ptr().addr());
+            debug_assert_eq!(freed, Ok(()), "off-slab descriptor of {}", cache.name);
+        }
+        self.backend.free_pages(base.addr().get());
+    }
+}
+
+impl<B: SlabBackend> Drop for Core<B> {
+    fn drop(&mut self) {
+        self.backend.free_pages(self.owners.table_start());
+    }
+}

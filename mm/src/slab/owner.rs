@@ -1,0 +1,122 @@
+//! The owner table: from any address of the heap window to the cache and slab that own
+//! its page, in O(1) and without a lock (2.4's `GET_PAGE_CACHE` / `GET_PAGE_SLAB`, which
+//! read the `struct page` found by `virt_to_page`).
+//!
+//! One [`PageEntry`] of two words per page of the window, in a zeroed, mapped range that
+//! the slab layer allocates for itself when it starts (16 bytes per 4 KiB page of
+//! window, 0.4% of the window's size):
+//!
+//! | `cache`        | `slab`                 | the page is                                   |
+//! |----------------|------------------------|-----------------------------------------------|
+//! | null           | null                   | not a slab page, not a large kmalloc          |
+//! | a cache        | its slab's descriptor  | part of a slab of that cache                  |
+//! | [`LARGE`]      | the range's first page | the first page of a kmalloc larger than 128 K |
+//!
+//! **Why not the page descriptors?** The page allocator's descriptors have a
+//! `PageOwner::Slab` slot for exactly this, and a kernel with a direct map would use it
+//! (2.4 does). Here the heap window is not direct-mapped: reaching the descriptor of a
+//! virtual address takes a page-table walk (`Platform::translate`) and the page
+//! allocator's lock, a global lock on every `kfree`. This table is indexed by the
+//! virtual page itself, needs no lock to read, and gives the *cache* first, whose lock
+//! then protects the slab word (see below). (The `Heap` API also offers no way to set a
+//! frame's owner from outside its module yet.)
+//!
+//! # Concurrency
+//!
+//! Both words of the pages of a slab are written only under the lock of the cache that
+//! owns (or is about to own, or just owned) the slab: when the slab is linked into the
+//! cache, and when it is unlinked. So a reader that takes the `cache` word without a
+//! lock, then locks that cache and finds the `cache` word unchanged, may trust the
+//! `slab` word: the slab is alive and cannot go away while it holds the lock. A reader
+//! that finds the word changed retries with the new value. The `LARGE` entries are
+//! claimed by compare-and-swap, so two frees of one large allocation cannot both win.
+
+use super::{SlabBackend, SlabError};
+use crate::platform::PAGE_SIZE;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// The `cache` word of the first page of a large kmalloc (not a valid cache address).
+pub const LARGE: *mut u8 = core::ptr::without_provenance_mut(1);
+
+/// What the table knows about one page of the window.
+#[repr(C)]
+pub struct PageEntry {
+    /// The owning cache (a `SlabCache`), [`LARGE`], or null.
+    pub cache: AtomicPtr<u8>,
+    /// The slab descriptor, the large range's start, or null.
+    pub slab: AtomicPtr<u8>,
+}
+
+/// The table. See the [module docs](self).
+pub struct OwnerTable {
+    window_start: usize,
+    window_pages: usize,
+    entries: NonNull<PageEntry>,
+    /// The range holding the table.
+    table_start: usize,
+}
+
+impl OwnerTable {
+    /// Allocates a zeroed table covering the backend's whole window.
+    pub fn new<B: SlabBackend>(backend: &B) -> Result<Self, SlabError> {
+        let (window_start, window_pages) = backend.window();
+        let bytes = window_pages * core::mem::size_of::<PageEntry>();
+        let table_start = backend.alloc_pages(bytes.div_ceil(PAGE_SIZE), false, true)?;
+        let entries = NonNull::new(backend.pointer_to(table_start))
+            .ok_or(SlabError::OutOfMemory)?
+            .cast();
+        Ok(Self {
+            window_start,
+            window_pages,
+            entries,
+            table_start,
+        })
+    }
+
+    /// The start of the table's own range (to give it back).
+    pub fn table_start(&self) -> usize {
+        self.table_start
+    }
+
+    /// The entry of the page containing `addr`, if it is in the window.
+    pub fn entry(&self, addr: usize) -> Option<&PageEntry> {
+        let page = addr.checked_sub(self.window_start)? / PAGE_SIZE;
+        if page >= self.window_pages {
+            return None;
+        }
+        // SAFETY: the table has `window_pages` entries, zeroed (null pointers: valid
+        // atomics) when it was allocated, and lives as long as `self`; entries are only
+        // ever accessed through atomics.
+        Some(unsafe { self.entries.add(page).as_ref() })
+    }
+
+    /// Records `cache` and `slab` for the `pages` pages from `start` (a slab being linked
+    /// into `cache`, under its lock).
+    pub fn set(&self, start: usize, pages: usize, cache: *mut u8, slab: *mut u8) {
+        for i in 0..pages {
+            if let Some(e) = self.entry(start + i * PAGE_SIZE) {
+                e.slab.store(slab, Ordering::Relaxed);
+                e.cache.store(cache, Ordering::Release);
+            }
+        }
+    }
+
+    /// Calls `f(page address, cache, slab)` for every page whose entry names a cache (a
+    /// scan of the whole table: checks only).
+    pub fn for_each_named(&self, mut f: impl FnMut(usize, *mut u8, *mut u8)) {
+        for page in 0..self.window_pages {
+            let addr = self.window_start + page * PAGE_SIZE;
+            let Some(e) = self.entry(addr) else { continue };
+            let cache = e.cache.load(Ordering::Relaxed);
+            if !cache.is_null() && cache != LARGE {
+                f(addr, cache, e.slab.load(Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// Forgets the `pages` pages from `start` (a slab unlinked, under its cache's lock).
+    pub fn clear(&self, start: usize, pages: usize) {
+        self.set(start, pages, core::ptr::null_mut(), core::ptr::null_mut());
+    }
+}

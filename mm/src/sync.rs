@@ -1,0 +1,292 @@
+//! A spinlock generic over what it disables while held.
+//!
+//! Every lock of the slab layer may be taken by an interrupt handler (interrupt handlers
+//! allocate), so in the kernel each one is taken with local interrupts off: otherwise an
+//! interrupt arriving while its CPU holds a cache lock, whose handler allocates from that
+//! cache, would spin forever on a lock that its own CPU holds.
+//!
+//! `mm` knows no hardware, so *what* "interrupts off" means comes from outside, through
+//! [`InterruptControl`]: the kernel implements it with `pushf; cli` ... `popf`, the hosted
+//! build and the tests with [`NoInterrupts`], a no-op (a host thread has no interrupts).
+//!
+//! [`SpinLock::lock`] first disables interrupts, then spins; the guard unlocks, then
+//! restores the interrupt state that was saved. Restoring the *saved* state (rather than
+//! blindly enabling) is what makes nesting correct: a lock taken inside another one, or in
+//! a handler that already runs with interrupts off, leaves them off on release.
+//!
+//! The guard is `#[must_use]` and neither `Send` nor `Sync`: it stands for "this CPU has
+//! interrupts off and holds the lock", which means nothing on another CPU.
+//!
+//! What the kernel writes (with the `x86_64` crate):
+//!
+//! ```ignore
+//! pub struct Cli;
+//!
+//! // SAFETY: `cli` masks every maskable interrupt on this CPU until `restore`.
+//! unsafe impl mm::sync::InterruptControl for Cli {
+//!     type State = bool; // were interrupts enabled?
+//!
+//!     fn disable() -> bool {
+//!         let enabled = x86_64::instructions::interrupts::are_enabled();
+//!         x86_64::instructions::interrupts::disable();
+//!         enabled
+//!     }
+//!
+//!     unsafe fn restore(enabled: bool) {
+//!         if enabled {
+//!             x86_64::instructions::interrupts::enable();
+//!         }
+//!     }
+//! }
+//! ```
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Turning local interrupts off and back on: what a lock must disable in the kernel.
+///
+/// # Safety
+///
+/// Implementors guarantee that between `disable()` and the matching `restore()` the
+/// current CPU runs no interrupt handler that can reach `mm` (the kernel: `cli`), or that
+/// no such handler exists at all (a hosted process, [`NoInterrupts`]). Later layers (the
+/// per-CPU caches) rely on this for memory safety, not just for freedom from deadlock.
+pub unsafe trait InterruptControl {
+    /// What `disable` saw, to be given back to `restore` (the kernel: RFLAGS.IF).
+    type State: Copy;
+
+    /// Disables local interrupts and returns the previous state.
+    fn disable() -> Self::State;
+
+    /// Puts back the state that the matching `disable` returned.
+    ///
+    /// # Safety
+    ///
+    /// `state` comes from the most recent `disable` on this CPU not yet restored (calls
+    /// nest like brackets). Restoring anything else could turn interrupts on inside a
+    /// section that relies on them being off.
+    unsafe fn restore(state: Self::State);
+}
+
+/// For hosted code and tests: there are no interrupts, nothing to disable.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoInterrupts;
+
+// SAFETY: a host thread runs no interrupt handler that can reach `mm`, so there is
+// nothing to disable (`InterruptControl`'s second case). The kernel must not use this.
+unsafe impl InterruptControl for NoInterrupts {
+    type State = ();
+
+    fn disable() {}
+
+    unsafe fn restore(_state: ()) {}
+}
+
+/// A test-and-test-and-set spinlock that disables interrupts (as `I` means it) while
+/// held. See the [module docs](self).
+pub struct SpinLock<T, I: InterruptControl> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+    _interrupts: PhantomData<fn() -> I>,
+}
+
+// SAFETY: the lock hands out access to `value` to one holder at a time (the `locked`
+// flag, acquired with `Acquire` and released with `Release`), so sharing the lock
+// between threads moves `T` between them, which `T: Send` allows.
+unsafe impl<T: Send, I: InterruptControl> Sync for SpinLock<T, I> {}
+// SAFETY: sending the lock sends the `T` inside it.
+unsafe impl<T: Send, I: InterruptControl> Send for SpinLock<T, I> {}
+
+impl<T, I: InterruptControl> SpinLock<T, I> {
+    /// An unlocked lock around `value`.
+    pub const fn new(value: T) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+            _interrupts: PhantomData,
+        }
+    }
+
+    /// Disables interrupts, then spins until the lock is ours.
+    pub fn lock(&self) -> SpinLockGuard<'_, T, I> {
+        let saved = I::disable();
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Spin on a plain load (the cache line stays shared) until it looks free.
+            while self.locked.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+        }
+        SpinLockGuard {
+            lock: self,
+            saved,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Takes the lock if it is free, without spinning.
+    pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T, I>> {
+        let saved = I::disable();
+        if self
+            .locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Some(SpinLockGuard {
+                lock: self,
+                saved,
+                _not_send: PhantomData,
+            });
+        }
+        // SAFETY: `saved` is what the `disable` just above returned, and nothing was
+        // disabled after it.
+        unsafe { I::restore(saved) };
+        None
+    }
+
+    /// The value, through exclusive access to the lock (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
+    /// True while some CPU holds the lock (a snapshot, for assertions).
+    pub fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::Relaxed)
+    }
+}
+
+/// Proof that this CPU holds a [`SpinLock`] with interrupts off; unlocks on drop.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct SpinLockGuard<'a, T, I: InterruptControl> {
+    lock: &'a SpinLock<T, I>,
+    saved: I::State,
+    /// Neither `Send` nor `Sync`: the guard belongs to the CPU that disabled interrupts.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<T, I: InterruptControl> Deref for SpinLockGuard<'_, T, I> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this CPU holds the lock, so no one else
+        // accesses the value.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T, I: InterruptControl> DerefMut for SpinLockGuard<'_, T, I> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only access through the guard.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T, I: InterruptControl> Drop for SpinLockGuard<'_, T, I> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+        // SAFETY: `saved` is what `disable` returned when this guard was made; guards are
+        // dropped in reverse order of creation on their CPU (they cannot leave it), so
+        // this is the most recent unrestored `disable`.
+        unsafe { I::restore(self.saved) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::sync::Arc;
+    use std::vec::Vec;
+
+    std::thread_local! {
+        /// The simulated interrupt flag of this "CPU" (thread): true = enabled.
+        static ENABLED: Cell<bool> = const { Cell::new(true) };
+    }
+
+    /// An interrupt controller whose state is a thread-local flag, to check nesting.
+    struct FakeCli;
+
+    // SAFETY: no interrupt handlers exist in the test; the flag only records what a real
+    // implementation would do.
+    unsafe impl InterruptControl for FakeCli {
+        type State = bool;
+
+        fn disable() -> bool {
+            ENABLED.with(|e| e.replace(false))
+        }
+
+        unsafe fn restore(state: bool) {
+            ENABLED.with(|e| e.set(state));
+        }
+    }
+
+    fn enabled() -> bool {
+        ENABLED.with(Cell::get)
+    }
+
+    #[test]
+    fn interrupts_are_off_while_held_and_nesting_restores_the_saved_state() {
+        let a = SpinLock::<u32, FakeCli>::new(1);
+        let b = SpinLock::<u32, FakeCli>::new(2);
+        assert!(enabled());
+        {
+            let ga = a.lock();
+            assert!(!enabled() && a.is_locked());
+            {
+                let gb = b.lock();
+                assert_eq!(*ga + *gb, 3);
+            }
+            // Releasing the inner lock must not turn interrupts back on.
+            assert!(!enabled(), "inner unlock re-enabled interrupts");
+        }
+        assert!(enabled() && !a.is_locked());
+    }
+
+    #[test]
+    fn try_lock_fails_while_held_and_leaves_interrupts_as_they_were() {
+        let lock = SpinLock::<(), FakeCli>::new(());
+        let guard = lock.lock();
+        assert!(lock.try_lock().is_none());
+        assert!(
+            !enabled(),
+            "a failed try_lock must restore the state it saved"
+        );
+        drop(guard);
+        assert!(enabled());
+        let again = lock.try_lock();
+        assert!(again.is_some() && !enabled());
+        drop(again);
+        assert!(enabled());
+    }
+
+    #[test]
+    fn the_lock_excludes_other_threads() {
+        let threads = 4;
+        let rounds = if cfg!(miri) { 50 } else { 20_000 };
+        let lock = Arc::new(SpinLock::<(u64, u64), NoInterrupts>::new((0, 0)));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let lock = Arc::clone(&lock);
+                std::thread::spawn(move || {
+                    for _ in 0..rounds {
+                        let mut g = lock.lock();
+                        // A torn update would leave the two halves different.
+                        g.0 += 1;
+                        std::hint::black_box(&mut *g);
+                        g.1 += 1;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let mut lock = Arc::try_unwrap(lock).ok().unwrap();
+        assert_eq!(*lock.get_mut(), (threads * rounds, threads * rounds));
+    }
+}
