@@ -5,7 +5,8 @@
 //! ```text
 //!  kmalloc / kmem_cache_alloc                         kfree / kmem_cache_free
 //!   [1] per-CPU object caches          (later issue)
-//!   [2] slab caches                    (next issue)
+//!   [2] slab caches        slab/       caches of objects in slabs of 2^order pages;
+//!                          kmalloc.rs  kmalloc size classes and GlobalAlloc
 //!   [3] range allocator    range/      kernel virtual address ranges, vmem-style; its
 //!                                      descriptors live in a slab cache of their own
 //!   [4] page allocator     page/       page descriptors, buddy system, DMA zone
@@ -24,20 +25,28 @@
 //!   the range cache, a minimal slab allocator whose slabs are ranges of the same window.
 //! - [`bootstrap`] cuts the knot that this creates (the first slab of the range cache
 //!   is mapped by hand at the start of the window), with a diagram of the result.
+//! - [`slab`] (layer 2) is the Linux 2.4 / SOS slab allocator (cache of caches,
+//!   on/off-slab descriptors, colouring, ctor/dtor, reap, debug checks, slabinfo), and
+//!   [`kmalloc`] the 2.4 size classes and `GlobalAlloc` on top; [`sync`] is the
+//!   spinlock they use, generic over what it disables (interrupts, in the kernel).
 //! - [`Heap`] is what the kernel keeps in a static: both allocators behind their locks.
 //! - `hosted` (feature `std`, and tests) runs all of it as an ordinary process.
 //!
 //! # Lock order
 //!
-//! | lock       | protects                                   | taken                     |
-//! |------------|--------------------------------------------|---------------------------|
-//! | range lock | the window's segments, the range cache     | first                     |
-//! | page lock  | page descriptors, buddy free lists         | second, or alone          |
+//! | lock        | protects                                   | taken                     |
+//! |-------------|--------------------------------------------|---------------------------|
+//! | chain lock  | the list of caches (create/destroy/reap)   | first                     |
+//! | cache lock  | one cache's slabs and counters             | then at most one of them  |
+//! | range lock  | the window's segments, the range cache     | then                      |
+//! | page lock   | page descriptors, buddy free lists         | last, or alone            |
 //!
-//! Nothing takes the range lock while holding the page lock; the platform is called
-//! with the page lock held and must not call back into `mm`. (The later layers go in
-//! front: a CPU's interrupt guard, then one cache's lock, then these two, as
-//! `DESIGN.md` says.) Both are spinlocks that do not disable interrupts yet.
+//! Details in `slab/mod.rs`. A cache grows without holding its lock (as 2.4's
+//! `kmem_cache_grow`). Nothing takes the range lock while holding the page lock; the
+//! platform is called with the page lock held and must not call back into `mm`. The
+//! slab locks disable interrupts (`sync::InterruptControl`); the range and page locks
+//! do not yet, so an interrupt handler must not allocate until the per-CPU layer makes
+//! them interrupt-safe too.
 //!
 //! # Booting it (what the kernel does)
 //!
