@@ -112,6 +112,7 @@ pub fn init(debug: bool) {
     let options = SlabOptions {
         debug,
         reporter: Some(report),
+        ..SlabOptions::default()
     };
     if let Err(error) = ALLOCATOR.init(heap, options) {
         panic!("cannot start the slab allocator: {error:?}");

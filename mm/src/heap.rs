@@ -5,9 +5,10 @@
 //! throughout and take the page lock for each batch of frames (`range/backing.rs`); frame
 //! operations take the page lock alone. Nothing takes the range lock while holding the
 //! page lock. The platform is called with the page lock held (to map) and must not call
-//! back into the heap. Both locks are plain spinlocks for now: an interrupt handler that
-//! allocated while its CPU held one would deadlock, so interrupt-safe locking (the guard
-//! of `DESIGN.md`) comes with the per-CPU layer.
+//! back into the heap. Both locks disable what the platform says
+//! ([`Platform::Interrupts`]: local interrupts in the kernel), because an interrupt
+//! handler may allocate, and a handler that found its own CPU holding one of them would
+//! spin forever.
 //!
 //! `Heap` is `Sync` (both halves are behind locks and `Platform: Sync`), so the kernel
 //! keeps it in a static, e.g. a `spin::Once<Heap<'static, KernelPlatform>>`.
@@ -18,7 +19,7 @@ use crate::platform::{PhysAddr, Platform};
 use crate::range::{
     Backing, RangeAllocator, RangeError, RangeFlags, RangeInfo, RangeKind, RangeStats,
 };
-use spin::Mutex;
+use crate::sync::SpinLock;
 
 /// Both allocators' counters, read under both locks (a consistent snapshot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +33,9 @@ pub struct HeapStats {
 /// The kernel memory allocator, layers 3 and 4. See the [crate docs](crate).
 pub struct Heap<'m, P: Platform> {
     /// Taken first.
-    ranges: Mutex<RangeAllocator>,
+    ranges: SpinLock<RangeAllocator, P::Interrupts>,
     /// Taken second (or alone).
-    pages: Mutex<PageAllocator<'m>>,
+    pages: SpinLock<PageAllocator<'m>, P::Interrupts>,
     /// Declared last so that it is dropped last: the range allocator's descriptors live
     /// in memory that a hosted platform owns.
     platform: P,
@@ -59,7 +60,7 @@ impl<'m, P: Platform> Heap<'m, P> {
         window_start: usize,
         window_pages: usize,
     ) -> Result<Self, BootError> {
-        let pages = Mutex::new(pages);
+        let pages = SpinLock::new(pages);
         let backing = Backing {
             platform: &platform,
             pages: &pages,
@@ -67,7 +68,7 @@ impl<'m, P: Platform> Heap<'m, P> {
         // SAFETY: the window is ours (contract point 1).
         let ranges = unsafe { bootstrap::bootstrap(&backing, window_start, window_pages)? };
         Ok(Self {
-            ranges: Mutex::new(ranges),
+            ranges: SpinLock::new(ranges),
             pages,
             platform,
         })

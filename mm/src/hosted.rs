@@ -155,6 +155,9 @@ impl Drop for HostedPlatform {
 // uses itself and hands out (through `pointer_to`) for mapped pages only; `map_page`
 // refuses to map a page twice and `translate` reports exactly the recorded mappings.
 unsafe impl Platform for HostedPlatform {
+    /// A host thread has no interrupts: the range and page locks disable nothing.
+    type Interrupts = crate::sync::NoInterrupts;
+
     fn map_page(
         &self,
         virt: usize,

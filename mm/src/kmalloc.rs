@@ -24,11 +24,11 @@
 //! larger than a page is *not* physically contiguous. Devices that need contiguous
 //! buffers beyond a page must use `Heap::alloc_frames`.
 
+use crate::platform::CpuLocal;
 use crate::platform::PAGE_SIZE;
 use crate::slab::{
     LARGE, Owner, SlabAllocator, SlabBackend, SlabCache, SlabError, SlabFlags, SlabOptions,
 };
-use crate::sync::InterruptControl;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
@@ -78,12 +78,12 @@ impl Gfp {
 }
 
 /// One row of the size table (2.4's `cache_sizes_t`).
-pub(crate) struct SizeClass<I: InterruptControl> {
+pub(crate) struct SizeClass<I: CpuLocal> {
     pub normal: Option<NonNull<SlabCache<I>>>,
     pub dma: Option<NonNull<SlabCache<I>>>,
 }
 
-impl<I: InterruptControl> SizeClass<I> {
+impl<I: CpuLocal> SizeClass<I> {
     pub const EMPTY: Self = Self {
         normal: None,
         dma: None,
@@ -99,7 +99,7 @@ pub fn size_class(size: usize) -> Option<usize> {
     Some(bits.saturating_sub(KMALLOC_MIN.trailing_zeros() as usize))
 }
 
-impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
+impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
     /// Creates the general caches, smallest first (2.4's `kmem_cache_sizes_init`).
     pub(crate) fn create_general_caches(&mut self) -> Result<(), SlabError> {
         for (i, [name, dma_name]) in NAMES.into_iter().enumerate() {
@@ -140,7 +140,7 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
             let cache = if dma { row.dma } else { row.normal };
             let cache = cache.ok_or(SlabError::OutOfMemory)?;
             // SAFETY: general caches live as long as the allocator.
-            return self.core.alloc(unsafe { cache.as_ref() });
+            return self.cache_alloc(unsafe { cache.as_ref() });
         }
         self.alloc_large(size, align, dma)
     }
@@ -154,7 +154,12 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
             .checked_add(align / PAGE_SIZE - 1)
             .ok_or(SlabError::OutOfMemory)?;
         let backend = &self.core.backend;
-        let start = backend.alloc_pages(pages, dma, false)?;
+        let start = match backend.alloc_pages(pages, dma, false) {
+            Err(SlabError::OutOfMemory) if self.reclaim() > 0 => {
+                backend.alloc_pages(pages, dma, false)?
+            }
+            result => result?,
+        };
         let addr = start.next_multiple_of(align);
         let base = backend.pointer_to(start);
         let Some(entry) = self.core.owners.entry(addr) else {
@@ -182,6 +187,11 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
             return Ok(());
         }
         let addr = ptr.addr();
+        if let Owner::Cache(cache) = self.core.owner::<I>(addr)
+            && cache.general
+        {
+            return self.cache_free(cache, addr);
+        }
         match self.core.free_any::<I>(addr) {
             Ok(()) => Ok(()),
             Err(Some(error)) => Err(error),
@@ -242,7 +252,7 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
 // `layout.align()` (a class of `max(size, align)` objects aligned to their size up to a
 // page, or a range aligned as asked), which nothing else uses until `dealloc`; `dealloc`
 // frees exactly that object; `realloc` keeps the block only when it is large enough.
-unsafe impl<B: SlabBackend, I: InterruptControl> GlobalAlloc for SlabAllocator<B, I> {
+unsafe impl<B: SlabBackend, I: CpuLocal> GlobalAlloc for SlabAllocator<B, I> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.kmalloc_aligned(layout.size(), layout.align(), Gfp::KERNEL)
             .map_or(core::ptr::null_mut(), NonNull::as_ptr)
@@ -286,11 +296,11 @@ unsafe impl<B: SlabBackend, I: InterruptControl> GlobalAlloc for SlabAllocator<B
 /// // once the heap is up:
 /// ALLOCATOR.init(HEAP.get().unwrap(), SlabOptions::default())?;
 /// ```
-pub struct KernelAllocator<B: SlabBackend, I: InterruptControl> {
+pub struct KernelAllocator<B: SlabBackend, I: CpuLocal> {
     slab: spin::Once<SlabAllocator<B, I>>,
 }
 
-impl<B: SlabBackend, I: InterruptControl> KernelAllocator<B, I> {
+impl<B: SlabBackend, I: CpuLocal> KernelAllocator<B, I> {
     /// An allocator with no heap yet.
     pub const fn new() -> Self {
         Self {
@@ -315,7 +325,7 @@ impl<B: SlabBackend, I: InterruptControl> KernelAllocator<B, I> {
     }
 }
 
-impl<B: SlabBackend, I: InterruptControl> Default for KernelAllocator<B, I> {
+impl<B: SlabBackend, I: CpuLocal> Default for KernelAllocator<B, I> {
     fn default() -> Self {
         Self::new()
     }
@@ -323,7 +333,7 @@ impl<B: SlabBackend, I: InterruptControl> Default for KernelAllocator<B, I> {
 
 // SAFETY: forwards to the `SlabAllocator`'s implementation once there is one; before,
 // `alloc` fails and no block exists to be freed or reallocated.
-unsafe impl<B: SlabBackend + Send, I: InterruptControl> GlobalAlloc for KernelAllocator<B, I> {
+unsafe impl<B: SlabBackend + Send, I: CpuLocal> GlobalAlloc for KernelAllocator<B, I> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match self.get() {
             // SAFETY: the caller's contract is passed on.

@@ -89,13 +89,18 @@ pub mod bootstrap;
 pub mod heap;
 #[cfg(any(test, feature = "std"))]
 pub mod hosted;
+#[cfg(any(test, feature = "std"))]
+pub mod hosted_cpus;
 pub mod kmalloc;
 pub mod page;
+pub mod percpu;
 pub mod platform;
 pub mod range;
 pub mod slab;
 pub mod sync;
 
+#[cfg(test)]
+mod percpu_tests;
 #[cfg(test)]
 mod tests;
 
@@ -105,5 +110,5 @@ pub use page::{
     FrameError, FrameInfo, PageAllocator, PageDescriptor, PageOwner, PageState, PageStats,
     PhysRegion, Zone,
 };
-pub use platform::{MapError, PAGE_SIZE, PhysAddr, Platform};
+pub use platform::{CpuLocal, MapError, PAGE_SIZE, PhysAddr, Platform};
 pub use range::{RangeError, RangeFlags, RangeInfo, RangeKind, RangeStats};

@@ -3,8 +3,10 @@
 //! `mm` knows nothing about x86. The kernel implements [`Platform`] with real page
 //! tables; the hosted build (`hosted.rs`) implements it over an arena of host memory
 //! so that the very same allocator code runs in unit tests, under Miri and in
-//! benchmarks. Later layers add the per-CPU part of the seam (which CPU am I, the
-//! interrupt guard, run-on-every-CPU).
+//! benchmarks. The per-CPU part of the seam (the interrupt guard, which CPU am I,
+//! run-on-every-CPU) is [`crate::sync::InterruptControl`] and [`CpuLocal`].
+
+use crate::sync::InterruptControl;
 
 /// Size of a page frame and of the unit of the range allocator.
 pub const PAGE_SIZE: usize = 4096;
@@ -31,6 +33,10 @@ pub enum MapError {
 /// `unmap_page(virt)`, that nothing else uses that virtual page meanwhile, and that
 /// `translate` reports exactly the mappings made through this trait.
 pub unsafe trait Platform: Sync {
+    /// What the range and page locks disable while held: the kernel's `cli`, because
+    /// an interrupt handler that allocates may need them; nothing on a host.
+    type Interrupts: InterruptControl;
+
     /// Maps one 4 KiB page. `alloc_table_frame` supplies zeroed-on-use frames for any
     /// page-table level that does not exist yet (the kernel never frees those).
     fn map_page(
@@ -46,6 +52,15 @@ pub unsafe trait Platform: Sync {
 
     /// The frame behind a mapped virtual page, if any.
     fn translate(&self, virt: usize) -> Option<PhysAddr>;
+
+    /// Makes every `unmap_page` done so far by this CPU visible on every other CPU
+    /// (a TLB shootdown), and returns when it is. The range allocator calls it after
+    /// unmapping a range and before its addresses can be handed out again, so that no
+    /// CPU keeps a stale translation of a page that is mapped anew. Called with the range
+    /// lock held and interrupts off: an implementation must make progress while other
+    /// CPUs spin on that lock with interrupts off (the kernel's spinning CPUs answer
+    /// shootdowns in [`InterruptControl::relax`]). One CPU, or a host: nothing to do.
+    fn flush_remote_tlbs(&self) {}
 
     /// A pointer through which `mm` reads and writes the kernel virtual address `virt`
     /// (the range cache keeps its descriptors in pages it mapped itself).
@@ -64,6 +79,8 @@ pub unsafe trait Platform: Sync {
 // SAFETY: every method forwards to `T`, so a reference upholds exactly the guarantees
 // of the platform it points to.
 unsafe impl<T: Platform + ?Sized> Platform for &T {
+    type Interrupts = T::Interrupts;
+
     fn map_page(
         &self,
         virt: usize,
@@ -84,4 +101,39 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
     fn pointer_to(&self, virt: usize) -> *mut u8 {
         (**self).pointer_to(virt)
     }
+
+    fn flush_remote_tlbs(&self) {
+        (**self).flush_remote_tlbs();
+    }
+}
+
+/// The per-CPU part of the seam: which CPU am I, and run something on every CPU.
+///
+/// The per-CPU object caches ([`crate::percpu`]) rest on one rule, the kernel's: a CPU's
+/// cache is touched only by that CPU, with its interrupts off. "Interrupts off" is
+/// [`InterruptControl::disable`]: in the kernel `cli`, hosted a per-CPU lock that the
+/// thread standing for the CPU takes (`hosted_cpus.rs`), under loom the same lock made
+/// of loom's atomics. So the code that runs is the same; only what "a CPU" is differs.
+///
+/// # Safety
+///
+/// 1. Between `Self::disable()` and the matching `restore`, `current_cpu()` returns the
+///    same index, below [`CPUS`](Self::CPUS), and no other thread of execution runs with
+///    that index and `Self` disabled at the same time.
+/// 2. `on_each_cpu(f)` calls `f(cpu)` once for every CPU that has run or can run with
+///    `Self` disabled, each call made *as* that CPU (with its interrupts disabled, and
+///    `current_cpu()` returning `cpu`), and returns when all have returned. A CPU that
+///    comes online during the call may be skipped: it has used no per-CPU cache yet.
+pub unsafe trait CpuLocal: InterruptControl {
+    /// CPU slots: `current_cpu()` is below this. 0 means no per-CPU guard exists (a
+    /// lock that disables nothing), and the per-CPU layer stays off.
+    const CPUS: usize;
+
+    /// The calling CPU's index. Stable only while interrupts are off.
+    fn current_cpu() -> usize;
+
+    /// Runs `f` on every CPU, as that CPU with its interrupts off, and waits for all
+    /// (2.4's `smp_call_function` with `wait`, plus the local call). Called with
+    /// interrupts on, and with no lock held that `f` takes.
+    fn on_each_cpu(f: &(dyn Fn(usize) + Sync));
 }

@@ -43,7 +43,7 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Turning local interrupts off and back on: what a lock must disable in the kernel.
 ///
@@ -68,6 +68,13 @@ pub unsafe trait InterruptControl {
     /// nest like brackets). Restoring anything else could turn interrupts on inside a
     /// section that relies on them being off.
     unsafe fn restore(state: Self::State);
+
+    /// Called on every turn of a spin-wait with interrupts possibly off. The kernel
+    /// answers TLB shootdowns here (see [`crate::Platform::flush_remote_tlbs`]), so that
+    /// a CPU that waits for a lock with interrupts off never stalls the CPU holding it.
+    fn relax() {
+        core::hint::spin_loop();
+    }
 }
 
 /// For hosted code and tests: there are no interrupts, nothing to disable.
@@ -84,10 +91,25 @@ unsafe impl InterruptControl for NoInterrupts {
     unsafe fn restore(_state: ()) {}
 }
 
+// SAFETY: `CPUS` is 0: no per-CPU cache is ever made, so the other two are never used
+// for one (and `on_each_cpu` has no CPU to run on).
+unsafe impl crate::platform::CpuLocal for NoInterrupts {
+    const CPUS: usize = 0;
+
+    fn current_cpu() -> usize {
+        0
+    }
+
+    fn on_each_cpu(_f: &(dyn Fn(usize) + Sync)) {}
+}
+
 /// A test-and-test-and-set spinlock that disables interrupts (as `I` means it) while
 /// held. See the [module docs](self).
 pub struct SpinLock<T, I: InterruptControl> {
     locked: AtomicBool,
+    /// Times the lock was taken (for statistics: the per-CPU layer exists to make this
+    /// small). Changed only by the holder, so a load and a store, no atomic add.
+    acquisitions: AtomicU64,
     value: UnsafeCell<T>,
     _interrupts: PhantomData<fn() -> I>,
 }
@@ -104,6 +126,7 @@ impl<T, I: InterruptControl> SpinLock<T, I> {
     pub const fn new(value: T) -> Self {
         Self {
             locked: AtomicBool::new(false),
+            acquisitions: AtomicU64::new(0),
             value: UnsafeCell::new(value),
             _interrupts: PhantomData,
         }
@@ -119,9 +142,10 @@ impl<T, I: InterruptControl> SpinLock<T, I> {
         {
             // Spin on a plain load (the cache line stays shared) until it looks free.
             while self.locked.load(Ordering::Relaxed) {
-                core::hint::spin_loop();
+                I::relax();
             }
         }
+        self.count_acquisition();
         SpinLockGuard {
             lock: self,
             saved,
@@ -137,6 +161,7 @@ impl<T, I: InterruptControl> SpinLock<T, I> {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
+            self.count_acquisition();
             return Some(SpinLockGuard {
                 lock: self,
                 saved,
@@ -147,6 +172,17 @@ impl<T, I: InterruptControl> SpinLock<T, I> {
         // disabled after it.
         unsafe { I::restore(saved) };
         None
+    }
+
+    /// Called by the new holder only.
+    fn count_acquisition(&self) {
+        let n = self.acquisitions.load(Ordering::Relaxed);
+        self.acquisitions.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// How many times the lock has been taken.
+    pub fn acquisitions(&self) -> u64 {
+        self.acquisitions.load(Ordering::Relaxed)
     }
 
     /// The value, through exclusive access to the lock (no locking needed).

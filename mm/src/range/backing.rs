@@ -27,12 +27,12 @@
 use super::RangeError;
 use crate::page::{PageAllocator, PageOwner, Zone};
 use crate::platform::{MapError, PAGE_SIZE, Platform};
-use spin::Mutex;
+use crate::sync::SpinLock;
 
 /// What the range allocator needs from the layers around it, for one operation.
 pub(crate) struct Backing<'a, 'm, P: Platform> {
     pub platform: &'a P,
-    pub pages: &'a Mutex<PageAllocator<'m>>,
+    pub pages: &'a SpinLock<PageAllocator<'m>, P::Interrupts>,
 }
 
 impl<P: Platform> Backing<'_, '_, P> {

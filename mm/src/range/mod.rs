@@ -249,6 +249,12 @@ impl RangeAllocator {
             SegmentKind::Internal => return Err(RangeError::Pinned { addr }),
             SegmentKind::Allocated(flags) if flags.contains(RangeFlags::MAP) => {
                 backing.unmap_release(segment.start(), segment.pages());
+                // Other CPUs may still hold translations of these pages. The addresses
+                // must not be handed out (and mapped anew) before those are gone, or a
+                // CPU would reach the old frames through the new range. The frames
+                // themselves went back already: only a stale translation reaches them,
+                // and only code that uses the range after deleting it would follow one.
+                backing.platform.flush_remote_tlbs();
             }
             SegmentKind::Allocated(_) | SegmentKind::Reserved => {}
         }

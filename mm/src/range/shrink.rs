@@ -47,6 +47,9 @@ impl RangeAllocator {
                 .expect("every cache slab is an internal range");
             debug_assert_eq!(slab.kind(), SegmentKind::Internal);
             backing.unmap_release(base, slab.pages());
+            // As in `del_range`: no CPU may keep a translation of a page whose address
+            // can be handed out again.
+            backing.platform.flush_remote_tlbs();
             self.release(slab);
             released += 1;
         }

@@ -3,8 +3,11 @@
 //! and creates, destroys and reaps caches.
 //!
 //! Concurrency: see the lock order in the [module docs](super). The chain lock is taken
-//! by create, destroy, reap and the walks (statistics, checks), never on the allocation
-//! or free path, and a cache lock may be taken under it, never the other way round.
+//! by create, destroy, reap, tuning and the walks (statistics, checks), never on the
+//! allocation or free path (except [`SlabAllocator::reclaim`], which only tries it), and
+//! a cache lock may be taken under it, never the other way round. It leaves interrupts
+//! on: it is held across `on_each_cpu` (draining the per-CPU arrays), and a CPU waiting
+//! for it must still answer that IPI. So no interrupt handler may wait for it.
 
 use super::cache::SlabCache;
 use super::geometry::Geometry;
@@ -14,22 +17,23 @@ use super::ops::{Core, ObjectInfo, SlabOptions};
 use super::stats::CacheStats;
 use super::{Constructor, Destructor, SlabBackend, SlabError, SlabFlags};
 use crate::kmalloc::{KMALLOC_CLASSES, SizeClass};
+use crate::platform::CpuLocal;
 use crate::platform::PAGE_SIZE;
-use crate::sync::{InterruptControl, SpinLock};
+use crate::sync::{NoInterrupts, SpinLock};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The list of all caches, oldest first (2.4's `cache_chain`).
-struct Chain<I: InterruptControl> {
+struct Chain<I: CpuLocal> {
     first: Option<NonNull<SlabCache<I>>>,
     last: Option<NonNull<SlabCache<I>>>,
 }
 
 // SAFETY: the chain points to cache descriptors, which are `Sync`; it is only walked or
 // changed under the chain lock.
-unsafe impl<I: InterruptControl> Send for Chain<I> {}
+unsafe impl<I: CpuLocal> Send for Chain<I> {}
 
-fn ptr_of<I: InterruptControl>(cache: Option<NonNull<SlabCache<I>>>) -> *mut SlabCache<I> {
+fn ptr_of<I: CpuLocal>(cache: Option<NonNull<SlabCache<I>>>) -> *mut SlabCache<I> {
     cache.map_or(core::ptr::null_mut(), NonNull::as_ptr)
 }
 
@@ -37,24 +41,26 @@ fn ptr_of<I: InterruptControl>(cache: Option<NonNull<SlabCache<I>>>) -> *mut Sla
 ///
 /// `B` is what it gets pages from (`&Heap`), `I` what its locks disable
 /// ([`crate::sync::NoInterrupts`] hosted, the kernel's `cli`/`popf` type in the kernel).
-pub struct SlabAllocator<B: SlabBackend, I: InterruptControl> {
+pub struct SlabAllocator<B: SlabBackend, I: CpuLocal> {
     pub(crate) core: Core<B>,
     /// `kmem_cache`, whose first object is its own descriptor.
     pub(super) cache_cache: NonNull<SlabCache<I>>,
-    chain: SpinLock<Chain<I>, I>,
+    chain: SpinLock<Chain<I>, NoInterrupts>,
     /// The general caches (kmalloc).
     pub(crate) sizes: [SizeClass<I>; KMALLOC_CLASSES],
     debug: AtomicBool,
+    /// The global switch of the per-CPU layer (`percpu.rs`).
+    pub(crate) per_cpu: AtomicBool,
 }
 
 // SAFETY: the allocator's pointers are to cache descriptors (`Sync`, alive as long as the
 // allocator, or until destroyed through the chain lock); everything mutable is behind a
 // lock or atomic. So it may be shared and moved between CPUs, and kept in a static.
-unsafe impl<B: SlabBackend + Send, I: InterruptControl> Send for SlabAllocator<B, I> {}
+unsafe impl<B: SlabBackend + Send, I: CpuLocal> Send for SlabAllocator<B, I> {}
 // SAFETY: see `Send`.
-unsafe impl<B: SlabBackend, I: InterruptControl> Sync for SlabAllocator<B, I> {}
+unsafe impl<B: SlabBackend, I: CpuLocal> Sync for SlabAllocator<B, I> {}
 
-impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
+impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
     /// Starts the slab layer over `backend`: the owner table, the cache of caches (the
     /// bootstrap in the [module docs](super)), and the general caches of kmalloc. No slab
     /// is made for them yet except the first slab of `kmem_cache`.
@@ -70,6 +76,7 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
             }),
             sizes: [const { SizeClass::EMPTY }; KMALLOC_CLASSES],
             debug: AtomicBool::new(options.debug),
+            per_cpu: AtomicBool::new(!options.no_per_cpu),
         };
         this.link(cache_cache);
         this.create_general_caches()?;
@@ -278,12 +285,27 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
         drop(chain);
     }
 
+    /// [`for_each_cache`](Self::for_each_cache), newest first.
+    fn for_each_cache_newest_first(&self, mut f: impl FnMut(&SlabCache<I>)) {
+        let chain = self.chain.lock();
+        let mut next = chain.last;
+        while let Some(ptr) = next {
+            // SAFETY: caches on the chain are live while we hold the chain lock.
+            let cache = unsafe { ptr.as_ref() };
+            f(cache);
+            next = NonNull::new(cache.chain_prev.load(Ordering::Relaxed));
+        }
+        drop(chain);
+    }
+
     /// Destroys a cache with no object allocated: unmakes its slabs (running the
     /// destructors) and frees its descriptor. A cache with live objects is left as it
     /// was (2.4's `kmem_cache_destroy`).
     pub(super) fn destroy_raw(&self, ptr: NonNull<SlabCache<I>>) -> Result<(), SlabError> {
         // SAFETY: `ptr` is a live cache (the caller owns its handle, or is `drop`).
         let cache = unsafe { ptr.as_ref() };
+        // Objects in per-CPU arrays are free to the user but allocated to the slabs.
+        self.drain(cache, true);
         self.unlink(ptr);
         let mut all = SlabList::new();
         {
@@ -326,10 +348,14 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
     /// and what a caller under pressure wants.
     pub fn reap(&self) -> usize {
         let mut pages = 0;
-        self.for_each_cache(|cache| {
+        // Newest first: an off-slab cache is younger than the small general caches that
+        // hold its slab descriptors, so its slabs free their descriptors before those
+        // caches are shrunk, and one pass gives everything back.
+        self.for_each_cache_newest_first(|cache| {
             if cache.geo.flags.contains(SlabFlags::NO_REAP) {
                 return;
             }
+            self.drain(cache, false);
             {
                 let mut st = cache.state.lock();
                 if st.growing > 0 {
@@ -343,6 +369,38 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
             pages += self.core.shrink(cache);
         });
         pages
+    }
+
+    /// Gives back the free slabs of every cache not flagged `NO_REAP`, when memory ran
+    /// out (an allocation calls it once before failing). Unlike [`reap`](Self::reap) it
+    /// can run anywhere, an interrupt handler included: it drains no per-CPU arrays
+    /// (that needs IPIs), ignores the "grew recently" hint, and gives up at once if the
+    /// chain lock is busy. Returns the pages released.
+    pub fn reclaim(&self) -> usize {
+        let Some(chain) = self.chain.try_lock() else {
+            return 0;
+        };
+        let mut pages = 0;
+        // Newest first, as in `reap`.
+        let mut next = chain.last;
+        while let Some(ptr) = next {
+            // SAFETY: caches on the chain are live while we hold the chain lock.
+            let cache = unsafe { ptr.as_ref() };
+            if !cache.geo.flags.contains(SlabFlags::NO_REAP) {
+                pages += self.core.shrink(cache);
+            }
+            next = NonNull::new(cache.chain_prev.load(Ordering::Relaxed));
+        }
+        drop(chain);
+        pages
+    }
+
+    /// Grows `cache`; when memory is out, reclaims free slabs and tries once more.
+    pub(crate) fn grow_or_reclaim(&self, cache: &SlabCache<I>) -> Result<(), SlabError> {
+        match self.core.grow(cache) {
+            Err(SlabError::OutOfMemory) if self.reclaim() > 0 => self.core.grow(cache),
+            result => result,
+        }
     }
 
     /// Where `addr` lies, if inside an object of some slab (a debugging aid, 2.4's
@@ -392,7 +450,8 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
     /// The statistics of every cache, oldest first.
     pub fn for_each_stats(&self, mut f: impl FnMut(&CacheStats)) {
         self.for_each_cache(|cache| {
-            let stats = CacheStats::of(cache, &cache.state.lock());
+            let mut stats = CacheStats::of(cache, &cache.state.lock());
+            stats.cpu = self.cpu_stats(cache);
             f(&stats);
         });
     }
@@ -414,7 +473,7 @@ impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
     }
 }
 
-impl<B: SlabBackend, I: InterruptControl> Drop for SlabAllocator<B, I> {
+impl<B: SlabBackend, I: CpuLocal> Drop for SlabAllocator<B, I> {
     /// Gives everything back when no object is left (hosted tests; the kernel never drops
     /// its allocator): every cache's slabs and descriptor, newest first (so that off-slab
     /// descriptors go back before their caches), then the slabs of `kmem_cache`, then

@@ -32,15 +32,17 @@ use super::geometry::Geometry;
 use super::list::SlabList;
 use super::owner::OwnerTable;
 use super::{Constructor, Destructor, SlabError};
+use crate::percpu::CpuCaches;
+use crate::platform::CpuLocal;
 use crate::platform::PAGE_SIZE;
-use crate::sync::{InterruptControl, SpinLock};
+use crate::sync::SpinLock;
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicPtr;
 
 /// A cache descriptor. Lives in an object of the cache of caches (`kmem_cache`), which
 /// is itself described by one of these, found in its own first slab (see the bootstrap
 /// in `allocator.rs`).
-pub struct SlabCache<I: InterruptControl> {
+pub struct SlabCache<I: CpuLocal> {
     /// Shown by slabinfo and in error reports.
     pub name: &'static str,
     /// The shape of the slabs.
@@ -54,6 +56,8 @@ pub struct SlabCache<I: InterruptControl> {
     pub desc_cache: Option<NonNull<SlabCache<I>>>,
     /// One of kmalloc's general caches: `kfree` accepts its objects (and only theirs).
     pub general: bool,
+    /// The per-CPU arrays and their parameters (layer 1, `percpu.rs`).
+    pub cpu: CpuCaches,
     /// The mutable part, behind the cache's lock.
     pub state: SpinLock<CacheState, I>,
     /// The next cache on the cache chain (changed under the chain lock only).
@@ -66,9 +70,9 @@ pub struct SlabCache<I: InterruptControl> {
 // publication. `desc_cache` points to a cache descriptor that outlives this one (general
 // caches are never destroyed) and is itself `Sync`. So the descriptor may be shared and
 // sent between CPUs.
-unsafe impl<I: InterruptControl> Sync for SlabCache<I> {}
+unsafe impl<I: CpuLocal> Sync for SlabCache<I> {}
 // SAFETY: see `Sync`.
-unsafe impl<I: InterruptControl> Send for SlabCache<I> {}
+unsafe impl<I: CpuLocal> Send for SlabCache<I> {}
 
 /// Counters kept under the cache lock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,7 +138,7 @@ pub enum FreeFault {
     OtherOwner(*mut u8),
 }
 
-impl<I: InterruptControl> SlabCache<I> {
+impl<I: CpuLocal> SlabCache<I> {
     /// A cache descriptor with no slabs.
     pub fn new(
         name: &'static str,
@@ -144,6 +148,7 @@ impl<I: InterruptControl> SlabCache<I> {
         desc_cache: Option<NonNull<SlabCache<I>>>,
         general: bool,
     ) -> Self {
+        let cpu = CpuCaches::new(geo.slot, geo.red_zone() || geo.poison());
         Self {
             name,
             geo,
@@ -151,6 +156,7 @@ impl<I: InterruptControl> SlabCache<I> {
             dtor,
             desc_cache,
             general,
+            cpu,
             state: SpinLock::new(CacheState::default()),
             chain_next: AtomicPtr::new(core::ptr::null_mut()),
             chain_prev: AtomicPtr::new(core::ptr::null_mut()),

@@ -4,23 +4,23 @@ use super::allocator::SlabAllocator;
 use super::cache::SlabCache;
 use super::stats::CacheStats;
 use super::{SlabBackend, SlabError};
-use crate::sync::InterruptControl;
+use crate::platform::CpuLocal;
 use core::ptr::NonNull;
 
 /// A handle to one cache: what a user of the cache keeps (in the kernel, in a static).
 /// Dropping the handle keeps the cache; [`destroy`](Self::destroy) consumes it.
-pub struct Cache<'a, B: SlabBackend, I: InterruptControl> {
+pub struct Cache<'a, B: SlabBackend, I: CpuLocal> {
     pub(super) slab: &'a SlabAllocator<B, I>,
     pub(super) cache: NonNull<SlabCache<I>>,
 }
 
 // SAFETY: the handle is a shared reference to the allocator and a pointer to a `Sync`
 // cache descriptor that lives until `destroy` consumes the handle.
-unsafe impl<B: SlabBackend, I: InterruptControl> Send for Cache<'_, B, I> {}
+unsafe impl<B: SlabBackend, I: CpuLocal> Send for Cache<'_, B, I> {}
 // SAFETY: see `Send`.
-unsafe impl<B: SlabBackend, I: InterruptControl> Sync for Cache<'_, B, I> {}
+unsafe impl<B: SlabBackend, I: CpuLocal> Sync for Cache<'_, B, I> {}
 
-impl<B: SlabBackend, I: InterruptControl> Cache<'_, B, I> {
+impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
     pub(super) fn raw(&self) -> &SlabCache<I> {
         // SAFETY: the cache lives until `destroy`, which consumes the handle.
         unsafe { self.cache.as_ref() }
@@ -45,7 +45,7 @@ impl<B: SlabBackend, I: InterruptControl> Cache<'_, B, I> {
     /// free slab, else a new slab. With a constructor, the object is in its constructed
     /// state (or the state its last user left it in: objects are freed constructed).
     pub fn alloc(&self) -> Result<NonNull<u8>, SlabError> {
-        self.slab.core.alloc(self.raw())
+        self.slab.cache_alloc(self.raw())
     }
 
     /// Gives `object` back (2.4's `kmem_cache_free`).
@@ -59,7 +59,7 @@ impl<B: SlabBackend, I: InterruptControl> Cache<'_, B, I> {
     /// Nobody uses the object after this call: it may be handed out again at once. With
     /// a constructor, the object must be back in its constructed state.
     pub unsafe fn free(&self, object: NonNull<u8>) -> Result<(), SlabError> {
-        self.slab.core.free(self.raw(), object.addr().get())
+        self.slab.cache_free(self.raw(), object.addr().get())
     }
 
     /// Fills `out` from the front with up to `out.len()` objects, taking the cache lock
@@ -80,8 +80,10 @@ impl<B: SlabBackend, I: InterruptControl> Cache<'_, B, I> {
         self.slab.core.free_batch(self.raw(), objects)
     }
 
-    /// Gives back the cache's free slabs (2.4's `kmem_cache_shrink`); returns the pages.
+    /// Empties every CPU's array of this cache, then gives back its free slabs (2.4's
+    /// `kmem_cache_shrink`); returns the pages. Called with interrupts on.
     pub fn shrink(&self) -> usize {
+        self.slab.drain(self.raw(), false);
         self.slab.core.shrink(self.raw())
     }
 
@@ -98,6 +100,8 @@ impl<B: SlabBackend, I: InterruptControl> Cache<'_, B, I> {
     /// The cache's statistics.
     pub fn stats(&self) -> CacheStats {
         let cache = self.raw();
-        CacheStats::of(cache, &cache.state.lock())
+        let mut stats = CacheStats::of(cache, &cache.state.lock());
+        stats.cpu = self.slab.cpu_stats(cache);
+        stats
     }
 }

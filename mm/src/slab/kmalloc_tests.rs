@@ -17,6 +17,7 @@ fn start<'h, 'm>(heap: &'h HostedHeap<'m>) -> TestSlab<'h, 'm> {
         SlabOptions {
             debug: false,
             reporter: Some(record),
+            ..SlabOptions::default()
         },
     )
     .unwrap()

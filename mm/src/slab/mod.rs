@@ -137,7 +137,7 @@ pub use handle::Cache;
 pub use ops::{ObjectInfo, SlabOptions};
 pub use stats::CacheStats;
 
-pub(crate) use cache::SlabCache;
+pub(crate) use cache::{SlabCache, Taken};
 pub(crate) use ops::Owner;
 pub(crate) use owner::LARGE;
 
@@ -296,6 +296,15 @@ pub enum SlabError {
         /// What the red-zone word held.
         found: u64,
     },
+    /// `limit` above [`crate::percpu::MAX_LIMIT`], or `batchcount` not in `1..=limit`.
+    InvalidTuning {
+        /// The limit asked for.
+        limit: usize,
+        /// The batch count asked for.
+        batchcount: usize,
+    },
+    /// No cache has that name.
+    NoSuchCache,
     /// A free object's poison was overwritten: someone wrote to it after freeing it.
     UseAfterFree {
         /// The cache.
@@ -359,6 +368,11 @@ impl fmt::Display for SlabError {
                      (found {found:#018x})"
                 )
             }
+            Self::InvalidTuning { limit, batchcount } => write!(
+                f,
+                "slab: cannot tune to limit {limit}, batchcount {batchcount}"
+            ),
+            Self::NoSuchCache => write!(f, "slab: no such cache"),
             Self::UseAfterFree {
                 cache,
                 addr,

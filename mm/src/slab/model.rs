@@ -507,6 +507,7 @@ fn run(ops: &[Op]) {
             SlabOptions {
                 debug: false,
                 reporter: Some(record),
+                ..SlabOptions::default()
             },
         )
         .unwrap();

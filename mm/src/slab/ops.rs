@@ -14,7 +14,7 @@ use super::cache::{FreeFault, SlabCache, Taken};
 use super::descriptor::Slab;
 use super::owner::{LARGE, OwnerTable, PageEntry};
 use super::{SlabBackend, SlabError, SlabFlags};
-use crate::sync::InterruptControl;
+use crate::platform::CpuLocal;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
@@ -29,6 +29,9 @@ pub struct SlabOptions {
     /// cache lock held (the chain lock may be: errors found while `reap` unmakes slabs).
     /// The kernel's prints to the serial console; it must not create or destroy caches.
     pub reporter: Option<fn(&SlabError)>,
+    /// Start with the per-CPU layer off (see
+    /// [`SlabAllocator::set_per_cpu`](super::SlabAllocator::set_per_cpu)).
+    pub no_per_cpu: bool,
 }
 
 /// Where an object lies: see [`SlabAllocator::object_info`](super::SlabAllocator::object_info).
@@ -58,7 +61,7 @@ pub(crate) struct Core<B: SlabBackend> {
 }
 
 /// What the owner table says about an address, read without a lock.
-pub(crate) enum Owner<'a, I: InterruptControl> {
+pub(crate) enum Owner<'a, I: CpuLocal> {
     /// Not a slab page nor a large kmalloc.
     Nothing,
     /// The first page of a large kmalloc.
@@ -84,10 +87,7 @@ impl<B: SlabBackend> Core<B> {
     }
 
     /// One object of `cache` (2.4's `kmem_cache_alloc`).
-    pub fn alloc<I: InterruptControl>(
-        &self,
-        cache: &SlabCache<I>,
-    ) -> Result<NonNull<u8>, SlabError> {
+    pub fn alloc<I: CpuLocal>(&self, cache: &SlabCache<I>) -> Result<NonNull<u8>, SlabError> {
         loop {
             let taken = cache.take(&mut cache.state.lock());
             match taken {
@@ -101,7 +101,7 @@ impl<B: SlabBackend> Core<B> {
     /// Up to `out.len()` objects of `cache`, taking its lock once (and once more after
     /// each slab it has to grow). Returns how many were stored at the front of `out`:
     /// fewer only when memory ran out after at least one, `Err` when none could be had.
-    pub fn alloc_batch<I: InterruptControl>(
+    pub fn alloc_batch<I: CpuLocal>(
         &self,
         cache: &SlabCache<I>,
         out: &mut [*mut u8],
@@ -140,11 +140,7 @@ impl<B: SlabBackend> Core<B> {
 
     /// Frees `addr` into `cache` (2.4's `kmem_cache_free`), with every check of
     /// `SlabCache::give_back`.
-    pub fn free<I: InterruptControl>(
-        &self,
-        cache: &SlabCache<I>,
-        addr: usize,
-    ) -> Result<(), SlabError> {
+    pub fn free<I: CpuLocal>(&self, cache: &SlabCache<I>, addr: usize) -> Result<(), SlabError> {
         let result = cache.give_back(&mut cache.state.lock(), &self.owners, addr);
         result.map_err(|fault| self.fail(cache, fault, addr))
     }
@@ -152,7 +148,7 @@ impl<B: SlabBackend> Core<B> {
     /// Frees the objects of `objs` into `cache` under one acquisition of its lock
     /// (re-taken only after an error, to report it unlocked). Every valid object is
     /// freed; the first error is returned.
-    pub fn free_batch<I: InterruptControl>(
+    pub fn free_batch<I: CpuLocal>(
         &self,
         cache: &SlabCache<I>,
         objs: &[*mut u8],
@@ -181,12 +177,7 @@ impl<B: SlabBackend> Core<B> {
     }
 
     /// Turns a fault of `give_back` into the error, reports it, and returns it.
-    fn fail<I: InterruptControl>(
-        &self,
-        cache: &SlabCache<I>,
-        fault: FreeFault,
-        addr: usize,
-    ) -> SlabError {
+    fn fail<I: CpuLocal>(&self, cache: &SlabCache<I>, fault: FreeFault, addr: usize) -> SlabError {
         let error = match fault {
             FreeFault::Error(error) => error,
             FreeFault::OtherOwner(owner) => {
@@ -213,7 +204,7 @@ impl<B: SlabBackend> Core<B> {
     }
 
     /// The owner of the page of `addr`, read without a lock (see `owner.rs`).
-    pub fn owner<I: InterruptControl>(&self, addr: usize) -> Owner<'_, I> {
+    pub fn owner<I: CpuLocal>(&self, addr: usize) -> Owner<'_, I> {
         let Some(entry) = self.owners.entry(addr) else {
             return Owner::Nothing;
         };
@@ -234,7 +225,7 @@ impl<B: SlabBackend> Core<B> {
     /// object). An object of any other cache is a `WrongCache` error (2.4's `kfree` did
     /// not check; freeing, say, a cache descriptor that way would be a disaster).
     /// `Err(None)` when the page is the first page of a large kmalloc.
-    pub fn free_any<I: InterruptControl>(&self, addr: usize) -> Result<(), Option<SlabError>> {
+    pub fn free_any<I: CpuLocal>(&self, addr: usize) -> Result<(), Option<SlabError>> {
         loop {
             let cache = match self.owner::<I>(addr) {
                 Owner::Nothing => {
@@ -274,7 +265,7 @@ impl<B: SlabBackend> Core<B> {
     }
 
     /// Where `addr` lies, if in an object of a slab.
-    pub fn object_info<I: InterruptControl>(&self, addr: usize) -> Option<ObjectInfo> {
+    pub fn object_info<I: CpuLocal>(&self, addr: usize) -> Option<ObjectInfo> {
         loop {
             let Owner::Cache(cache) = self.owner::<I>(addr) else {
                 return None;
@@ -312,7 +303,7 @@ impl<B: SlabBackend> Core<B> {
     /// Adds a slab to `cache` (2.4's `kmem_cache_grow`). The cache lock is taken only to
     /// pick the colour and to link the new slab; the pages, the descriptor and the
     /// constructors are dealt with unlocked.
-    pub fn grow<I: InterruptControl>(&self, cache: &SlabCache<I>) -> Result<(), SlabError> {
+    pub fn grow<I: CpuLocal>(&self, cache: &SlabCache<I>) -> Result<(), SlabError> {
         let geo = &cache.geo;
         let colour = {
             let mut st = cache.state.lock();
@@ -340,7 +331,7 @@ impl<B: SlabBackend> Core<B> {
 
     /// Pages, descriptor and objects of a new slab, coloured by `colour` bytes; nothing
     /// links to it yet.
-    fn make_slab<I: InterruptControl>(
+    fn make_slab<I: CpuLocal>(
         &self,
         cache: &SlabCache<I>,
         colour: usize,
@@ -382,7 +373,7 @@ impl<B: SlabBackend> Core<B> {
 
     /// Gives back every free slab of `cache` (2.4's `kmem_cache_shrink`); returns the
     /// pages released.
-    pub fn shrink<I: InterruptControl>(&self, cache: &SlabCache<I>) -> usize {
+    pub fn shrink<I: CpuLocal>(&self, cache: &SlabCache<I>) -> usize {
         let mut list = {
             let mut st = cache.state.lock();
             let list = core::mem::take(&mut st.free);
@@ -404,7 +395,7 @@ impl<B: SlabBackend> Core<B> {
     /// # Safety
     ///
     /// `slab` is a slab of `cache` that is on no list and has no owner-table entries.
-    pub unsafe fn unmake_slab<I: InterruptControl>(&self, cache: &SlabCache<I>, slab: Slab) {
+    pub unsafe fn unmake_slab<I: CpuLocal>(&self, cache: &SlabCache<I>, slab: Slab) {
         let mut errors = 0;
         // SAFETY: ours alone (caller).
         unsafe {

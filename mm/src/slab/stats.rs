@@ -8,14 +8,19 @@
 //!
 //! Columns (2.4's `s_show`): name, active objects, total objects, object size (bytes per
 //! slot, red zones and padding included), active slabs (with at least one object
-//! allocated), total slabs, pages per slab. The `(statistics)` variant adds, after
-//! ` : `, 2.4's `STATS` columns: the high-water mark of active objects, allocations,
-//! slabs grown, slabs reaped (by shrink, reap or destroy), errors detected.
+//! allocated), total slabs, pages per slab; then, after ` : `, the SMP columns `limit`
+//! and `batchcount` of the per-CPU arrays (0 0: none). Objects in per-CPU arrays count as
+//! active, as in 2.4. The `(statistics)` variant adds, after ` : `, 2.4's `STATS`
+//! columns: the high-water mark of active objects, allocations, slabs grown, slabs
+//! reaped (by shrink, reap or destroy), errors detected; then, after ` : `, the SMP
+//! ones summed over the CPUs: `allochit allocmiss freehit freemiss`, and two of ours:
+//! objects sitting in per-CPU arrays now, and acquisitions of the cache's lock.
 
 use super::allocator::SlabAllocator;
 use super::cache::{CacheState, SlabCache};
 use super::{SlabBackend, SlabFlags};
-use crate::sync::InterruptControl;
+use crate::percpu::CpuStats;
+use crate::platform::CpuLocal;
 use core::fmt;
 
 /// A snapshot of one cache's state and counters.
@@ -65,11 +70,13 @@ pub struct CacheStats {
     pub errors: u64,
     /// Objects set aside because their debug patterns were damaged.
     pub quarantined: usize,
+    /// The per-CPU layer's figures.
+    pub cpu: CpuStats,
 }
 
 impl CacheStats {
     /// The statistics of `cache`, whose locked state is `st`.
-    pub(crate) fn of<I: InterruptControl>(cache: &SlabCache<I>, st: &CacheState) -> Self {
+    pub(crate) fn of<I: CpuLocal>(cache: &SlabCache<I>, st: &CacheState) -> Self {
         let geo = &cache.geo;
         let c = &st.counters;
         let active_slabs = st.full.len() + st.partial.len();
@@ -97,6 +104,7 @@ impl CacheStats {
             reaped: c.reaped,
             errors: c.errors,
             quarantined: c.quarantined,
+            cpu: CpuStats::default(),
         }
     }
 
@@ -113,18 +121,30 @@ impl CacheStats {
             self.total_slabs,
             self.pages_per_slab
         )?;
+        write!(w, " : {:>4} {:>3}", self.cpu.limit, self.cpu.batchcount)?;
         if statistics {
+            let c = &self.cpu.counters;
             write!(
                 w,
-                " : {:>6} {:>7} {:>5} {:>4} {:>4}",
-                self.high, self.allocs, self.grown, self.reaped, self.errors
+                " : {:>6} {:>7} {:>5} {:>4} {:>4} : {:>7} {:>5} {:>7} {:>5} {:>4} {:>6}",
+                self.high,
+                self.allocs,
+                self.grown,
+                self.reaped,
+                self.errors,
+                c.alloc_hit,
+                c.alloc_miss,
+                c.free_hit,
+                c.free_miss,
+                self.cpu.cached,
+                self.cpu.lock_acquisitions
             )?;
         }
         writeln!(w)
     }
 }
 
-impl<B: SlabBackend, I: InterruptControl> SlabAllocator<B, I> {
+impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
     /// Writes `/proc/slabinfo` as Linux 2.4 did (version 1.1): a header line, then one
     /// line per cache, oldest first. Runs under the chain lock, so `w` must not create or
     /// destroy caches (it may allocate).

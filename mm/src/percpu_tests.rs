@@ -1,0 +1,441 @@
+//! Tests of the per-CPU layer on host threads standing for CPUs ([`HostCpus`]): the hit
+//! and miss paths, draining, tuning, the switch, the checks on free, and a multi-thread
+//! stress with cross-CPU frees and a concurrent shrink/reap/tune loop. The allocator
+//! under test is the very code the kernel runs; only the platform differs.
+
+use crate::hosted::{HostedLayout, HostedMachine};
+use crate::hosted_cpus::{HOST_CPUS, HostCpus};
+use crate::kmalloc::Gfp;
+use crate::slab::{SlabAllocator, SlabError, SlabFlags, SlabOptions};
+use crate::tests::HostedHeap;
+use core::cell::RefCell;
+use core::ptr::NonNull;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::vec::Vec;
+
+type PerCpuSlab<'h, 'm> = SlabAllocator<&'h HostedHeap<'m>, HostCpus>;
+
+std::thread_local! {
+    static REPORTS: RefCell<Vec<SlabError>> = const { RefCell::new(Vec::new()) };
+}
+
+fn record(error: &SlabError) {
+    REPORTS.with(|r| r.borrow_mut().push(*error));
+}
+
+fn reports() -> Vec<SlabError> {
+    REPORTS.with(|r| r.take())
+}
+
+fn start<'h, 'm>(heap: &'h HostedHeap<'m>) -> PerCpuSlab<'h, 'm> {
+    SlabAllocator::new(
+        heap,
+        SlabOptions {
+            reporter: Some(record),
+            ..SlabOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn machine() -> HostedMachine {
+    HostedMachine::new(HostedLayout::pc())
+}
+
+#[test]
+fn the_hit_path_serves_from_the_array_and_a_drain_gives_everything_back() {
+    HostCpus::bind(0);
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let cache = slab
+        .create_cache("hits", 48, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let first = cache.alloc().unwrap();
+    let s = cache.stats();
+    assert_eq!((s.cpu.limit, s.cpu.batchcount), (120, 60));
+    assert_eq!(s.cpu.arrays, 1);
+    // The miss refilled a whole batch: one object out, the rest cached, all active.
+    assert_eq!(s.cpu.counters.alloc_miss, 1);
+    assert_eq!(s.cpu.cached, 59);
+    assert_eq!(s.active_objs, 60);
+    let locks = s.cpu.lock_acquisitions;
+    for _ in 0..1000 {
+        // SAFETY: allocated above, not used after.
+        unsafe { cache.free(first) }.unwrap();
+        let again = cache.alloc().unwrap();
+        assert_eq!(
+            again, first,
+            "the array is a stack: the last freed comes first"
+        );
+    }
+    let s = cache.stats();
+    assert_eq!(s.cpu.counters.alloc_hit, 1000);
+    assert_eq!(s.cpu.counters.free_hit, 1000);
+    // The cache's lock was taken only by the statistics themselves.
+    assert!(s.cpu.lock_acquisitions - locks <= 2, "{s:?}");
+    // SAFETY: as above.
+    unsafe { cache.free(first) }.unwrap();
+    assert_eq!(cache.shrink(), 1, "shrink drains the arrays first");
+    let s = cache.stats();
+    assert_eq!((s.active_objs, s.cpu.cached, s.total_slabs), (0, 0, 0));
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+    assert!(reports().is_empty());
+}
+
+#[test]
+fn misses_move_a_batch_under_one_lock_acquisition() {
+    HostCpus::bind(1);
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let cache = slab
+        .create_cache("batches", 200, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    slab.tune_cpucache("batches", 16, 8).unwrap();
+    let before = cache.stats().cpu.lock_acquisitions;
+    let objs: Vec<_> = (0..800).map(|_| cache.alloc().unwrap()).collect();
+    for &o in &objs {
+        // SAFETY: allocated above, not used after.
+        unsafe { cache.free(o) }.unwrap();
+    }
+    let s = cache.stats();
+    let c = s.cpu.counters;
+    assert_eq!(c.alloc_hit + c.alloc_miss, 800);
+    assert_eq!(c.free_hit + c.free_miss, 800);
+    assert!((99..=101).contains(&c.free_miss), "{c:?}");
+    // A refill brings 8 (fewer when it empties the last slab): one in 8 allocations
+    // misses. A full array of 16 flushes 8.
+    let slabs = s.total_slabs as u64;
+    assert!((100..=100 + slabs).contains(&c.alloc_miss), "{c:?}");
+    // Refills, flushes and the slabs grown (two acquisitions each), nothing per object.
+    let locks = s.cpu.lock_acquisitions - before;
+    assert!(
+        locks <= c.alloc_miss + c.free_miss + 3 * slabs + 4,
+        "{locks}"
+    );
+    assert!(s.cpu.cached <= 16);
+    slab.drain_all();
+    assert_eq!(cache.stats().active_objs, 0);
+}
+
+#[test]
+fn bad_frees_through_the_array_are_caught_and_change_nothing() {
+    HostCpus::bind(2);
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let a = slab
+        .create_cache("cache-a", 64, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let b = slab
+        .create_cache("cache-b", 64, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let x = a.alloc().unwrap();
+    let y = b.alloc().unwrap();
+    // SAFETY (all frees below): the objects are not used afterwards; bad frees are
+    // detected, which is what is tested.
+    unsafe {
+        a.free(x).unwrap();
+        let double = a.free(x);
+        assert!(
+            matches!(double, Err(SlabError::DoubleFree { .. })),
+            "{double:?}"
+        );
+        let wrong = a.free(y);
+        assert!(
+            matches!(wrong, Err(SlabError::WrongCache { .. })),
+            "{wrong:?}"
+        );
+        let inside = a.free(y.add(8));
+        assert!(
+            matches!(inside, Err(SlabError::WrongCache { .. })),
+            "{inside:?}"
+        );
+        let x_inside = a.free(a.alloc().unwrap().add(8));
+        assert!(
+            matches!(x_inside, Err(SlabError::InvalidFree { .. })),
+            "{x_inside:?}"
+        );
+        let mut local = 0u64;
+        let foreign = a.free(NonNull::from(&mut local).cast());
+        assert!(
+            matches!(foreign, Err(SlabError::InvalidFree { cache: None, .. })),
+            "{foreign:?}"
+        );
+        assert_eq!(reports().len(), 5);
+        // `x` was handed out once more above and is still allocated: free it for good.
+        a.free(x).unwrap();
+        b.free(y).unwrap();
+    }
+    slab.drain_all();
+    assert_eq!(a.stats().active_objs, 0);
+    assert_eq!(b.stats().active_objs, 0);
+    assert!(reports().is_empty());
+}
+
+#[test]
+fn tuning_replaces_the_arrays_and_limit_zero_turns_them_off() {
+    HostCpus::bind(3);
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let cache = slab
+        .create_cache("tuned", 100, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let o = cache.alloc().unwrap();
+    assert_eq!(
+        slab.tune_cpucache("tuned", 10, 11),
+        Err(SlabError::InvalidTuning {
+            limit: 10,
+            batchcount: 11
+        })
+    );
+    assert_eq!(
+        slab.tune_cpucache("nope", 10, 5),
+        Err(SlabError::NoSuchCache)
+    );
+    slab.tune_cpucache("tuned", 10, 5).unwrap();
+    let s = cache.stats();
+    assert_eq!((s.cpu.limit, s.cpu.batchcount, s.cpu.arrays), (10, 5, 0));
+    assert_eq!(
+        s.active_objs, 1,
+        "the old array was drained; only `o` is out"
+    );
+    // SAFETY: allocated above, not used after.
+    unsafe { cache.free(o) }.unwrap();
+    assert_eq!(cache.stats().cpu.cached, 1);
+    slab.tune_cpucache("tuned", 0, 0).unwrap();
+    let o = cache.alloc().unwrap();
+    let s = cache.stats();
+    assert_eq!((s.cpu.arrays, s.cpu.cached, s.active_objs), (0, 0, 1));
+    // SAFETY: as above.
+    unsafe { cache.free(o) }.unwrap();
+    assert_eq!(cache.stats().active_objs, 0);
+}
+
+#[test]
+fn the_global_switch_frees_every_array_and_kmalloc_still_works() {
+    HostCpus::bind(4);
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let p = slab.kmalloc(100, Gfp::KERNEL).unwrap();
+    assert!(slab.stats_of("size-128").unwrap().cpu.arrays >= 1);
+    slab.set_per_cpu(false);
+    assert!(!slab.per_cpu_enabled());
+    slab.for_each_stats(|s| assert_eq!((s.cpu.arrays, s.cpu.cached), (0, 0), "{}", s.name));
+    // SAFETY: from kmalloc above, not used after.
+    unsafe { slab.kfree(p.as_ptr()) }.unwrap();
+    let q = slab.kmalloc(100, Gfp::KERNEL).unwrap();
+    assert_eq!(slab.stats_of("size-128").unwrap().cpu.arrays, 0);
+    slab.set_per_cpu(true);
+    // SAFETY: as above.
+    unsafe { slab.kfree(q.as_ptr()) }.unwrap();
+    assert_eq!(slab.stats_of("size-128").unwrap().cpu.cached, 1);
+}
+
+#[test]
+fn debug_caches_bypass_the_arrays_and_catch_every_double_free() {
+    HostCpus::bind(5);
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let cache = slab
+        .create_cache("debugged", 64, 0, SlabFlags::DEBUG, None, None)
+        .unwrap();
+    let x = cache.alloc().unwrap();
+    let y = cache.alloc().unwrap();
+    // SAFETY: not used after; the second free of `x` is the bug under test.
+    unsafe {
+        cache.free(x).unwrap();
+        cache.free(y).unwrap();
+        assert!(matches!(cache.free(x), Err(SlabError::DoubleFree { .. })));
+    }
+    assert_eq!(cache.stats().cpu.limit, 0);
+    assert_eq!(reports().len(), 1);
+}
+
+#[test]
+fn an_allocation_that_runs_out_reclaims_free_slabs_of_other_caches() {
+    // A machine of 96 frames: fill it with one cache, free everything (the slabs stay,
+    // free), then ask another cache for memory.
+    let mut m = HostedMachine::new(HostedLayout::flat(96, 4096));
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    slab.set_per_cpu(false);
+    let hog = slab
+        .create_cache("hog", 2048, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let mut objs = Vec::new();
+    while let Ok(o) = hog.alloc() {
+        objs.push(o);
+    }
+    assert!(objs.len() > 40);
+    for o in objs {
+        // SAFETY: allocated above, not used after.
+        unsafe { hog.free(o) }.unwrap();
+    }
+    let free_slabs = hog.stats().free_slabs;
+    assert!(free_slabs > 0);
+    let big = slab.kmalloc(64 << 10, Gfp::KERNEL);
+    assert!(big.is_ok(), "reclaim should have made room: {big:?}");
+    assert!(hog.stats().free_slabs < free_slabs);
+    // SAFETY: from kmalloc above.
+    unsafe { slab.kfree(big.unwrap().as_ptr()) }.unwrap();
+}
+
+/// An object of the stress: its first word names the CPU that allocated it and a serial
+/// number; the rest of it is a pattern derived from them, checked before the free.
+fn fill(object: NonNull<u8>, size: usize, tag: u64) {
+    let words = size / 8;
+    // SAFETY: the object has `size` bytes, 8-byte aligned, and is ours.
+    unsafe {
+        for i in 0..words {
+            object.cast::<u64>().add(i).write(tag.rotate_left(i as u32));
+        }
+    }
+}
+
+fn check(object: NonNull<u8>, size: usize) {
+    // SAFETY: as in `fill`: the object is ours until we free it.
+    unsafe {
+        let tag = object.cast::<u64>().read();
+        for i in 0..size / 8 {
+            let word = object.cast::<u64>().add(i).read();
+            assert_eq!(word, tag.rotate_left(i as u32), "object {object:p} damaged");
+        }
+    }
+}
+
+/// Threads standing for CPUs allocate from kmalloc and a cache of their own, free some
+/// at once, keep some, hand some to the next CPU through a shared queue; one more thread
+/// shrinks, reaps, tunes and switches the layer meanwhile. Afterwards nothing may be
+/// lost: every cache back to its active count, every frame back in the page allocator.
+#[test]
+fn threads_as_cpus_allocate_and_free_across_cpus_and_lose_nothing() {
+    let cpus = 4.min(HOST_CPUS);
+    let rounds = if cfg!(miri) { 60 } else { 20_000 };
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let heap_before = heap.stats();
+    let frames_before = heap_before.pages.free_frames;
+    let mine = slab
+        .create_cache("stress", 72, 8, SlabFlags::NONE, None, None)
+        .unwrap();
+    let queues: Vec<Mutex<Vec<(usize, NonNull<u8>)>>> =
+        (0..cpus).map(|_| Mutex::new(Vec::new())).collect();
+    let finished = AtomicUsize::new(0);
+    struct Shared<T>(T);
+    // SAFETY: the queues hold objects handed from one thread to another; an object is
+    // used by one thread at a time (whoever popped it).
+    unsafe impl<T> Sync for Shared<T> {}
+    // SAFETY: as above.
+    unsafe impl<T> Send for Shared<T> {}
+    let queues = Shared(queues);
+    std::thread::scope(|s| {
+        for cpu in 0..cpus {
+            let (slab, mine, queues, finished) = (&slab, &mine, &queues, &finished);
+            s.spawn(move || {
+                HostCpus::bind(8 + cpu);
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (cpu as u64 + 1);
+                let mut kept: Vec<(usize, NonNull<u8>)> = Vec::new();
+                for serial in 0..rounds {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let size = [16, 72, 100, 500, 2000, 5000][(rng % 6) as usize];
+                    let object = if size == 72 {
+                        mine.alloc().unwrap()
+                    } else {
+                        slab.kmalloc(size, Gfp::KERNEL).unwrap()
+                    };
+                    fill(object, size, ((cpu as u64) << 48) | serial as u64);
+                    match (rng >> 8) % 4 {
+                        0 => queues.0[(cpu + 1) % cpus]
+                            .lock()
+                            .unwrap()
+                            .push((size, object)),
+                        1 => kept.push((size, object)),
+                        _ => free(slab, mine, size, object),
+                    }
+                    if kept.len() > 64 || (rng >> 16) % 8 == 0 {
+                        let mut from_queue = queues.0[cpu].lock().unwrap();
+                        kept.append(&mut from_queue);
+                        drop(from_queue);
+                        while let Some((size, object)) = kept.pop() {
+                            free(slab, mine, size, object);
+                        }
+                    }
+                }
+                for (size, object) in kept {
+                    free(slab, mine, size, object);
+                }
+                finished.fetch_add(1, Ordering::Release);
+            });
+        }
+        s.spawn(|| {
+            HostCpus::bind(8 + cpus);
+            let mut turn = 0usize;
+            while finished.load(Ordering::Acquire) < cpus || turn < 4 {
+                match turn % 4 {
+                    0 => {
+                        mine.shrink();
+                    }
+                    1 => {
+                        slab.reap();
+                    }
+                    2 => slab.tune_cpucache("size-128", 8 + turn % 32, 4).unwrap(),
+                    _ => slab.set_per_cpu(turn % 8 != 3),
+                }
+                turn += 1;
+                std::thread::yield_now();
+            }
+            slab.set_per_cpu(true);
+        });
+    });
+    // Whatever is left in the queues goes back.
+    for queue in &queues.0 {
+        for (size, object) in queue.lock().unwrap().drain(..) {
+            free(&slab, &mine, size, object);
+        }
+    }
+    slab.set_per_cpu(false);
+    assert_eq!(mine.stats().active_objs, 0, "objects of `stress` lost");
+    assert!(reports().is_empty(), "{:?}", reports());
+    mine.destroy().map_err(|(_, e)| e).unwrap();
+    // Off-slab descriptors (in `size-64` and co.) go with their slabs.
+    slab.reclaim();
+    // The range cache grew to describe the many ranges of the stress.
+    heap.shrink();
+    slab.for_each_stats(|s| {
+        if s.name.starts_with("size-") {
+            assert_eq!(s.active_objs, 0, "{} lost objects", s.name);
+        }
+    });
+    // Every frame is back, except those of range-cache slabs that the range allocator
+    // keeps for the descriptors of the (now differently fragmented) window: one page each.
+    let after = heap.stats();
+    let kept = after.ranges.cache_slabs - heap_before.ranges.cache_slabs;
+    assert_eq!(after.pages.free_frames + kept, frames_before);
+    slab.check_invariants();
+}
+
+fn free(
+    slab: &PerCpuSlab<'_, '_>,
+    mine: &crate::slab::Cache<'_, &HostedHeap<'_>, HostCpus>,
+    size: usize,
+    object: NonNull<u8>,
+) {
+    check(object, size);
+    // SAFETY: allocated by the stress, owned by the caller, not used after.
+    unsafe {
+        if size == 72 {
+            mine.free(object).unwrap();
+        } else {
+            slab.kfree(object.as_ptr()).unwrap();
+        }
+    }
+}
