@@ -4,6 +4,7 @@
 
 use core::fmt;
 
+use mm::CpuLocal;
 use mm::kmalloc::KernelAllocator;
 use mm::slab::{SlabAllocator, SlabError, SlabOptions};
 use mm::sync::InterruptControl;
@@ -30,6 +31,31 @@ unsafe impl InterruptControl for Cli {
         if enabled {
             x86_64::instructions::interrupts::enable();
         }
+    }
+
+    /// A CPU spinning on an allocator lock with interrupts off cannot take the TLB
+    /// shootdown IPI, and the lock holder may be waiting for exactly that answer.
+    fn relax() {
+        smp::tlb::answer();
+        core::hint::spin_loop();
+    }
+}
+
+// SAFETY: `current_cpu` is the dense index from the GS base (set on the BSP before
+// the heap starts, on each AP before it runs anything else), below `MAX_CPUS`, and
+// stays put while interrupts are off (nothing migrates between CPUs here: each CPU
+// runs its own code). `on_each_cpu` runs `f` on every online CPU, as that CPU,
+// with its interrupts off, and waits for all: every CPU that can hold a per-CPU
+// array is online (an AP allocates nothing before it reports online).
+unsafe impl CpuLocal for Cli {
+    const CPUS: usize = smp::MAX_CPUS;
+
+    fn current_cpu() -> usize {
+        smp::percpu::current_cpu()
+    }
+
+    fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
+        smp::ipi::on_each_cpu(&|| f(smp::percpu::current_cpu()));
     }
 }
 

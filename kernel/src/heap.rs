@@ -16,10 +16,10 @@
 //! cache (see `mm::bootstrap`). Everything below the window, address 0 included,
 //! stays unmapped.
 //!
-//! TLB: `unmap_page` flushes the entry on the calling CPU only. That is enough while
-//! only the BSP touches heap memory (the APs run nothing but their checks and the
-//! timer); once other CPUs allocate, an unmap must also reach their TLBs (a
-//! shootdown IPI, batched per range) before the address is reused.
+//! TLB: `unmap_page` flushes the entry on the calling CPU only; `mm` then calls
+//! `flush_remote_tlbs` once per range (or slab of its range cache), before the
+//! address can be handed out again, and that is a shootdown IPI to every other
+//! online CPU (`smp::tlb`).
 
 use core::mem::{MaybeUninit, size_of};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +77,8 @@ unsafe impl FrameAllocator<Size4KiB> for TableFrames<'_> {
 // TLB entry; `translate` walks the same live tables; the window's addresses are used
 // by nothing but `mm` (the kernel image inside it is reserved, never mapped by mm).
 unsafe impl Platform for KernelPlatform {
+    type Interrupts = crate::allocator::Cli;
+
     fn map_page(
         &self,
         virt: usize,
@@ -124,6 +126,10 @@ unsafe impl Platform for KernelPlatform {
 
     fn translate(&self, virt: usize) -> Option<PhysAddr> {
         crate::memory::paging::translate(virt as u64).map(|(phys, _)| PhysAddr(phys))
+    }
+
+    fn flush_remote_tlbs(&self) {
+        smp::tlb::shootdown();
     }
 }
 

@@ -138,6 +138,9 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     );
 
     selftest::run(boot, &guard_pages);
+    // SAFETY: on the BSP, once, before any AP runs; the allocator's per-CPU caches
+    // read the CPU index through GS from the first allocation on.
+    unsafe { smp::percpu::install_boot_area() };
     // SAFETY: once, on the BSP, paging is up and nothing has allocated frames since.
     unsafe { heap::init(boot, &paging) };
     allocator::init(options.slab_debug);

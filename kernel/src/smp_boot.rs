@@ -82,6 +82,7 @@ fn xapic_virt_base() -> u64 {
 pub unsafe fn start_all_cpus(rsdp: Option<u64>, pml4: u64, timer_hz: u32) {
     interrupts::set_handler(vectors::TIMER, timer_interrupt);
     interrupts::set_handler(vectors::CALL_FUNCTION, call_function_interrupt);
+    interrupts::set_handler(vectors::TLB_SHOOTDOWN, tlb_shootdown_interrupt);
     interrupts::set_handler(vectors::APIC_ERROR, apic_error_interrupt);
     interrupts::set_handler(vectors::SPURIOUS, |_| {});
     mask_legacy_pic();
@@ -262,6 +263,11 @@ fn call_function_interrupt(_frame: &mut TrapFrame) {
     // latched and delivered after `iretq` instead of being merged into this one.
     percpu::with_local_apic(LocalApic::end_of_interrupt);
     ipi::serve_mailbox();
+}
+
+fn tlb_shootdown_interrupt(_frame: &mut TrapFrame) {
+    smp::tlb::answer();
+    percpu::with_local_apic(LocalApic::end_of_interrupt);
 }
 
 fn apic_error_interrupt(_frame: &mut TrapFrame) {

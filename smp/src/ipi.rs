@@ -15,6 +15,9 @@
 //! is ever contended: a sender fills its slot on `t` only after its previous
 //! request there was taken.
 //!
+//! Waiting senders answer TLB shootdowns as well (see `tlb`): the CPU shooting
+//! down may be one of the targets, waiting for us with interrupts off.
+//!
 //! The function runs in interrupt context on the targets (interrupts off), and
 //! on the calling CPU with interrupts off too, so it sees the same conditions
 //! everywhere.
@@ -100,6 +103,7 @@ fn call(
             .is_err()
         {
             serve_mailbox();
+            crate::tlb::answer();
             core::hint::spin_loop();
         }
         MAILBOXES[target]

@@ -8,6 +8,7 @@
 //!   starts in, and the INIT-SIPI-SIPI sequence that starts it.
 //! * [`percpu`]: each CPU's own data, reached through the GS base register.
 //! * [`ipi`]: `on_each_cpu` / `on_cpu`, Linux 2.4's `smp_call_function`.
+//! * [`tlb`]: TLB shootdowns, so that an unmapped heap page is forgotten everywhere.
 //! * [`irq_lock`]: a spinlock whose guard keeps local interrupts off.
 //!
 //! The kernel wires these together (`kernel/src/smp_boot.rs`): it owns the page
@@ -20,6 +21,7 @@ pub mod lapic;
 pub mod madt;
 pub mod percpu;
 pub mod timer;
+pub mod tlb;
 pub mod trampoline;
 
 /// The most CPUs the kernel supports (a `u64` bitmask of CPUs fits in one word).
@@ -31,6 +33,8 @@ pub mod vectors {
     pub const TIMER: u8 = 0x20;
     /// "Run the queued function calls" (see `ipi`).
     pub const CALL_FUNCTION: u8 = 0xf0;
+    /// "Flush your TLB" (see `tlb`).
+    pub const TLB_SHOOTDOWN: u8 = 0xf1;
     /// Local APIC internal errors.
     pub const APIC_ERROR: u8 = 0xfe;
     /// Spurious interrupts: no EOI.

@@ -89,6 +89,17 @@ pub fn assign_index(apic_id: u32) -> Option<usize> {
     Some(index)
 }
 
+/// Points the BSP's GS base at the area of CPU 0 before the APIC is up, so that
+/// [`current_cpu`] (which the allocator's per-CPU caches need from the first
+/// allocation on) answers 0 from the start. [`install`] later completes the area.
+///
+/// # Safety
+///
+/// Once, on the BSP, before any other CPU runs and before [`install`].
+pub unsafe fn install_boot_area() {
+    GsBase::write(VirtAddr::from_ptr(&raw const *AREAS[0]));
+}
+
 /// Points the calling CPU's GS base at the area of CPU `index` and installs its
 /// local APIC there.
 ///
