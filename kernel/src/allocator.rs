@@ -9,6 +9,7 @@ use mm::kmalloc::KernelAllocator;
 use mm::slab::{SlabAllocator, SlabError, SlabOptions};
 use mm::sync::InterruptControl;
 
+use crate::cmdline::CpuCacheTuning;
 use crate::heap::{HEAP, KernelPlatform};
 use crate::serial::emergency_print;
 
@@ -59,7 +60,8 @@ unsafe impl CpuLocal for Cli {
     }
 }
 
-type Backend = &'static mm::Heap<'static, KernelPlatform>;
+/// What the slab layer allocates its pages from.
+pub type Backend = &'static mm::Heap<'static, KernelPlatform>;
 
 /// The slab allocator, empty until [`init`].
 #[global_allocator]
@@ -130,21 +132,37 @@ impl fmt::Display for Report<'_> {
     }
 }
 
-/// Starts the slab layer and kmalloc over the heap.
-pub fn init(debug: bool) {
+/// Starts the slab layer and kmalloc over the heap, with or without the per-CPU
+/// caches.
+pub fn init(debug: bool, per_cpu: bool) {
     let heap = HEAP
         .get()
         .expect("the heap is initialised before the slab layer");
     let options = SlabOptions {
         debug,
         reporter: Some(report),
-        ..SlabOptions::default()
+        no_per_cpu: !per_cpu,
     };
     if let Err(error) = ALLOCATOR.init(heap, options) {
         panic!("cannot start the slab allocator: {error:?}");
     }
     log::info!(
-        "slab: cache of caches and kmalloc caches 32 B..128 KiB (+ DMA) ready, debug checks {}",
-        if debug { "on" } else { "off" }
+        "slab: cache of caches and kmalloc caches 32 B..128 KiB (+ DMA) ready, debug checks {}, \
+         per-CPU caches {}",
+        if debug { "on" } else { "off" },
+        if per_cpu { "on" } else { "off" }
     );
+}
+
+/// Applies a `cpucache=NAME,LIMIT,BATCH` option; says what it did.
+pub fn tune(tuning: &CpuCacheTuning<'_>) {
+    let CpuCacheTuning {
+        cache,
+        limit,
+        batchcount,
+    } = *tuning;
+    match slab().tune_cpucache(cache, limit, batchcount) {
+        Ok(()) => log::info!("cpucache: {cache} limit {limit} batchcount {batchcount}"),
+        Err(error) => log::warn!("cpucache: cannot tune {cache}: {error:?}"),
+    }
 }

@@ -6,8 +6,11 @@
 //! |---|---|
 //! | `loglevel=error\|warn\|info\|debug\|trace` | how much the log says (default `info`) |
 //! | `mmtest=exhaust` | the memory self-tests allocate until all RAM is used (slow on big guests) |
-//! | `mmtest=off` | skip the memory and slab self-tests (the SMP matrix under slow nested KVM) |
+//! | `mmtest=off` | skip the memory and slab self-tests and the stress (the SMP matrix under slow nested KVM) |
 //! | `slab_debug=on` | red zones and poisoning in every cache (the global debug switch) |
+//! | `percpu=on\|off` | per-CPU object caches in front of every slab cache (default on) |
+//! | `cpucache=NAME,LIMIT,BATCH` | 2.4's slabinfo write: cache NAME's per-CPU array holds LIMIT objects, moved BATCH at a time (up to 4 of these) |
+//! | `stress=MS\|off` | length of the SMP allocator stress on every CPU (default 2000 ms) |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
@@ -28,6 +31,29 @@ pub enum CrashTest {
     Hang,
 }
 
+/// A `cpucache=NAME,LIMIT,BATCH` word.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuCacheTuning<'a> {
+    pub cache: &'a str,
+    pub limit: usize,
+    pub batchcount: usize,
+}
+
+impl<'a> CpuCacheTuning<'a> {
+    fn parse(value: &'a str) -> Option<Self> {
+        let mut parts = value.split(',');
+        let tuning = Self {
+            cache: parts.next().filter(|name| !name.is_empty())?,
+            limit: parts.next()?.parse().ok()?,
+            batchcount: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(tuning)
+    }
+}
+
+/// How many `cpucache=` words count.
+pub const MAX_TUNINGS: usize = 4;
+
 /// The parsed command line.
 #[derive(Debug)]
 pub struct Options<'a> {
@@ -42,6 +68,12 @@ pub struct Options<'a> {
     pub skip_memory_tests: bool,
     /// Red zones and poisoning in every slab cache.
     pub slab_debug: bool,
+    /// Per-CPU object caches on (the default) or off.
+    pub per_cpu: bool,
+    /// `cpucache=` words, in order.
+    pub cpu_cache_tunings: [Option<CpuCacheTuning<'a>>; MAX_TUNINGS],
+    /// How long the SMP stress runs, in milliseconds (0: not at all).
+    pub stress_ms: u64,
     /// The first word that was not understood, if any.
     pub unknown: Option<&'a str>,
 }
@@ -56,6 +88,9 @@ impl<'a> Options<'a> {
             exhaust_memory: false,
             skip_memory_tests: false,
             slab_debug: false,
+            per_cpu: true,
+            cpu_cache_tunings: [None; MAX_TUNINGS],
+            stress_ms: 2000,
             unknown: None,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -74,6 +109,20 @@ impl<'a> Options<'a> {
                 ("mmtest", "off") => options.skip_memory_tests = true,
                 ("slab_debug", "on") => options.slab_debug = true,
                 ("slab_debug", "off") => options.slab_debug = false,
+                ("percpu", "on") => options.per_cpu = true,
+                ("percpu", "off") => options.per_cpu = false,
+                ("cpucache", value) if CpuCacheTuning::parse(value).is_some() => {
+                    match options.cpu_cache_tunings.iter_mut().find(|t| t.is_none()) {
+                        Some(free) => *free = CpuCacheTuning::parse(value),
+                        None => {
+                            options.unknown.get_or_insert(word);
+                        }
+                    }
+                }
+                ("stress", "off") => options.stress_ms = 0,
+                ("stress", ms) if ms.parse::<u64>().is_ok_and(|ms| ms <= 600_000) => {
+                    options.stress_ms = ms.parse().unwrap_or(0);
+                }
                 ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
                 ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),
                 ("test", "stack-overflow") => options.crash_test = Some(CrashTest::StackOverflow),

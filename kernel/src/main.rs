@@ -48,6 +48,8 @@ mod slab_selftest;
 mod smp_boot;
 #[cfg(target_os = "none")]
 mod stack;
+#[cfg(target_os = "none")]
+mod stress;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -143,7 +145,16 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     unsafe { smp::percpu::install_boot_area() };
     // SAFETY: once, on the BSP, paging is up and nothing has allocated frames since.
     unsafe { heap::init(boot, &paging) };
-    allocator::init(options.slab_debug);
+    allocator::init(options.slab_debug, options.per_cpu);
+    for tuning in options.cpu_cache_tunings.iter().flatten() {
+        // The stress caches do not exist yet: the stress applies their tunings.
+        if !stress::STRESS_CACHES
+            .iter()
+            .any(|(name, _)| *name == tuning.cache)
+        {
+            allocator::tune(tuning);
+        }
+    }
 
     let rsdp = if options.scan_for_rsdp {
         None
@@ -159,6 +170,13 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     } else {
         mm_selftest::run(options.exhaust_memory);
         slab_selftest::run(options.exhaust_memory);
+        if options.stress_ms > 0 {
+            stress::run(&stress::StressOptions {
+                millis: options.stress_ms,
+                per_cpu: options.per_cpu,
+                tunings: &options.cpu_cache_tunings,
+            });
+        }
     }
     print_slabinfo();
 
@@ -169,7 +187,8 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     qemu::exit(ExitCode::Success)
 }
 
-/// The Linux 2.4 `/proc/slabinfo` table of every cache, at the end of the run.
+/// The Linux 2.4 `/proc/slabinfo` table of every cache, with its statistics and
+/// per-CPU columns, at the end of the run.
 #[cfg(target_os = "none")]
 fn print_slabinfo() {
     struct Console;
@@ -179,7 +198,7 @@ fn print_slabinfo() {
             Ok(())
         }
     }
-    let _ = allocator::slab().slabinfo(&mut Console);
+    let _ = allocator::slab().slabinfo_statistics(&mut Console);
 }
 
 #[cfg(target_os = "none")]

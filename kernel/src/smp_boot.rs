@@ -4,14 +4,15 @@
 //! CPUs from the ACPI MADT and starts the APs one by one through the trampoline.
 //! Each AP loads its own GDT/TSS (with its own double-fault stack), the shared IDT,
 //! points GS at its per-CPU area, enables its local APIC and timer, reports online
-//! and then idles with interrupts on, serving IPIs and timer ticks.
+//! and then idles with interrupts on, serving IPIs and timer ticks, until the BSP
+//! posts work for every CPU ([`run_on_every_cpu`]).
 //!
 //! [`run_checks`] then proves every CPU does work: each AP bumped a shared counter
 //! and its own under an interrupt-safe lock; every CPU calls `on_each_cpu` at the
 //! same time, so that every CPU runs a function for every other (and the calls
 //! cross while CPUs wait on each other); and the timer ticks on every CPU.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use smp::irq_lock::IrqSpinlock;
 use smp::lapic::{ApicMode, LocalApic};
@@ -246,15 +247,79 @@ extern "C" fn ap_entry(index: u64) -> ! {
     }
     start_local_timer();
     this_cpu().online.store(true, Ordering::Release);
+    let mut jobs_done = 0;
     loop {
-        // `sti; hlt` back to back: an interrupt cannot slip in between the two and
-        // leave the CPU asleep with work pending.
+        // Look for work with interrupts off: a wake-up IPI that arrives after the
+        // look stays pending until the `sti` below, and `sti; hlt` back to back
+        // lets it end the `hlt` instead of slipping in before it.
+        x86_64::instructions::interrupts::disable();
+        let posted = JOBS_POSTED.load(Ordering::Acquire);
+        if posted != jobs_done {
+            jobs_done = posted;
+            x86_64::instructions::interrupts::enable();
+            let job = JOB.load(Ordering::Acquire);
+            // SAFETY: a posted job stays alive until every AP that was online when it
+            // was posted (we were: the job counted us) has counted itself done.
+            unsafe {
+                (*(*job).work)(index);
+                (*job).remaining.fetch_sub(1, Ordering::AcqRel);
+            }
+            continue;
+        }
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 }
 
+/// Work for every CPU, posted by [`run_on_every_cpu`].
+struct Job {
+    /// The work, with its lifetime erased: the poster waits for `remaining` to reach 0.
+    work: *const (dyn Fn(usize) + Sync),
+    /// APs that have not finished it yet.
+    remaining: AtomicUsize,
+}
+
+/// The job being run; valid while `remaining` of the last posted job is not 0.
+static JOB: AtomicPtr<Job> = AtomicPtr::new(core::ptr::null_mut());
+/// Jobs posted so far: an AP runs the current job when this moved since it looked.
+static JOBS_POSTED: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `work(cpu index)` on every online CPU at once, in normal (not interrupt)
+/// context with interrupts on, so that the CPUs keep taking timer ticks and IPIs
+/// while they work; returns when all have finished. Unlike `ipi::on_each_cpu`,
+/// whose functions run with interrupts off, the work may itself wait for other
+/// CPUs (drain their caches, shoot down their TLBs). BSP only, after `start_all_cpus`.
+pub fn run_on_every_cpu(work: &(dyn Fn(usize) + Sync)) {
+    assert_eq!(current_cpu(), 0, "jobs are posted by the BSP");
+    let aps = (1..percpu::cpu_count())
+        .filter(|&cpu| percpu::cpu(cpu).online.load(Ordering::Acquire))
+        .count();
+    // SAFETY: only the lifetime is erased; `job` and `work` outlive every use of
+    // the pointer, because this function waits for `remaining` to reach zero.
+    let work: *const (dyn Fn(usize) + Sync) = unsafe { core::mem::transmute(work) };
+    let job = Job {
+        work,
+        remaining: AtomicUsize::new(aps),
+    };
+    JOB.store((&raw const job).cast_mut(), Ordering::Release);
+    JOBS_POSTED.fetch_add(1, Ordering::AcqRel);
+    // Wake the APs from `hlt` now rather than at their next timer tick.
+    ipi::on_each_cpu(&|| {});
+    let were_enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::enable();
+    // SAFETY: `job.work` points at `work`, borrowed for this call.
+    unsafe { (*job.work)(0) };
+    while job.remaining.load(Ordering::Acquire) != 0 {
+        core::hint::spin_loop();
+    }
+    if !were_enabled {
+        x86_64::instructions::interrupts::disable();
+    }
+    JOB.store(core::ptr::null_mut(), Ordering::Release);
+}
+
 fn timer_interrupt(_frame: &mut TrapFrame) {
     this_cpu().timer_ticks.fetch_add(1, Ordering::Relaxed);
+    crate::stress::timer_tick();
     percpu::with_local_apic(LocalApic::end_of_interrupt);
 }
 

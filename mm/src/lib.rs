@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  kmalloc / kmem_cache_alloc                         kfree / kmem_cache_free
-//!   [1] per-CPU object caches          (later issue)
+//!   [1] per-CPU object caches  percpu.rs  one array of object pointers per CPU
+//!                                         and cache; no lock on a hit
 //!   [2] slab caches        slab/       caches of objects in slabs of 2^order pages;
 //!                          kmalloc.rs  kmalloc size classes and GlobalAlloc
 //!   [3] range allocator    range/      kernel virtual address ranges, vmem-style; its
@@ -29,25 +30,39 @@
 //!   on/off-slab descriptors, colouring, ctor/dtor, reap, debug checks, slabinfo), and
 //!   [`kmalloc`] the 2.4 size classes and `GlobalAlloc` on top; [`sync`] is the
 //!   spinlock they use, generic over what it disables (interrupts, in the kernel).
+//! - [`percpu`] (layer 1) puts an array cache per CPU in front of every slab cache
+//!   (2.4's `cpucache_t`, `limit`/`batchcount`): a hit touches only the calling CPU's
+//!   array with its interrupts off; a miss moves `batchcount` objects under one lock.
+//!   Draining goes through [`CpuLocal::on_each_cpu`] (IPIs in the kernel; taking each
+//!   CPU's guard in turn on a host, see `hosted_cpus`).
 //! - [`Heap`] is what the kernel keeps in a static: both allocators behind their locks.
 //! - `hosted` (feature `std`, and tests) runs all of it as an ordinary process.
 //!
 //! # Lock order
 //!
-//! | lock        | protects                                   | taken                     |
-//! |-------------|--------------------------------------------|---------------------------|
-//! | chain lock  | the list of caches (create/destroy/reap)   | first                     |
-//! | cache lock  | one cache's slabs and counters             | then at most one of them  |
-//! | range lock  | the window's segments, the range cache     | then                      |
-//! | page lock   | page descriptors, buddy free lists         | last, or alone            |
+//! | lock          | protects                                     | taken                    |
+//! |---------------|----------------------------------------------|--------------------------|
+//! | chain lock    | the list of caches (create/destroy/reap)     | first                    |
+//! | tuning lock   | one cache's `limit`/`batchcount`, its drains | then                     |
+//! | (per-CPU)     | a CPU's arrays: interrupts off, no lock      | -                        |
+//! | cache lock    | one cache's slabs and counters               | then at most one of them |
+//! | range lock    | the window's segments, the range cache       | then                     |
+//! | page lock     | page descriptors, buddy free lists           | last, or alone           |
 //!
 //! Details in `slab/mod.rs`. A cache grows without holding its lock (as 2.4's
 //! `kmem_cache_grow`). Nothing takes the range lock while holding the page lock; the
-//! platform is called with the page lock held and must not call back into `mm`. The
-//! slab locks disable interrupts (`sync::InterruptControl`); the range and page locks
-//! do not yet, so an interrupt handler must not allocate until the per-CPU layer makes
-//! them interrupt-safe too.
+//! platform is called with the page lock held and must not call back into `mm`.
 //!
+//! Interrupts: the cache, range and page locks disable them (`sync::InterruptControl`,
+//! `Platform::Interrupts`), so an interrupt handler may allocate and free: it can only
+//! run where its CPU holds none of them. The chain and tuning locks do not: they are
+//! held across `on_each_cpu`, whose IPIs must reach the CPU that waits, and no
+//! allocation or free takes them (`reclaim` only tries the chain lock). A CPU that
+//! spins on a lock with interrupts off calls `InterruptControl::relax`, where the
+//! kernel answers TLB shootdowns: the holder may be waiting for that answer (a range
+//! deleted under the range lock is shot down from every TLB before its addresses are
+//! reused, `Platform::flush_remote_tlbs`).
+
 //! # Booting it (what the kernel does)
 //!
 //! 1. From the firmware memory map, build the sorted list of RAM regions
@@ -81,7 +96,8 @@
 //! The hosted platform tracks every page. Unit tests sit beside the code; the
 //! model-based property tests and a long random workload are in `src/tests/`; all of it
 //! runs under Miri (`cargo +nightly miri test -p mm --target x86_64-unknown-linux-gnu`).
-//! The benchmark is `benches/range.rs`.
+//! `percpu_tests.rs` runs the per-CPU layer on host threads standing for CPUs
+//! (`hosted_cpus`). The benchmarks are `benches/range.rs` and `benches/slab.rs`.
 
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 

@@ -49,8 +49,9 @@
 //! Caches with debug checks (red zones or poisoning) get no arrays: every free of theirs
 //! is checked in full against its slab. Otherwise a free checks, with no shared write:
 //! that the page's owner-table entry names this cache (foreign pointers and frees into
-//! the wrong cache), that the pointer is aligned like the cache's objects, and that it is
-//! not the object just freed (the common double free). What passes these and is still
+//! the wrong cache), that the pointer starts an object (exactly for on-slab caches, from
+//! the slab address in the entry; by alignment for off-slab ones), and that it is not
+//! the object just freed (the common double free). What passes these and is still
 //! wrong (an aligned pointer inside an object, a double free with other frees between)
 //! is caught when the array is flushed, against the slab's allocation bitmap, unless the
 //! object was handed out again first: use debug caches to hunt such bugs.
@@ -515,6 +516,21 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
         } else {
             Err(SlabError::NoSuchCache)
         }
+    }
+
+    /// The `(limit, batchcount)` of the cache called `name`: what its arrays are made
+    /// with when the per-CPU layer is on (0 for a cache without arrays).
+    pub fn cpucache_tuning(&self, name: &str) -> Result<(usize, usize), SlabError> {
+        let mut tuning = Err(SlabError::NoSuchCache);
+        self.for_each_cache(|cache| {
+            if cache.name == name && tuning.is_err() {
+                tuning = Ok((
+                    cache.cpu.limit.load(Ordering::Relaxed),
+                    cache.cpu.batchcount.load(Ordering::Relaxed),
+                ));
+            }
+        });
+        tuning
     }
 
     /// Turns the per-CPU layer on or off for every cache (for comparisons). Turning it

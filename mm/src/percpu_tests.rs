@@ -134,7 +134,7 @@ fn bad_frees_through_the_array_are_caught_and_change_nothing() {
         .unwrap();
     let x = a.alloc().unwrap();
     let y = b.alloc().unwrap();
-    // SAFETY (all frees below): the objects are not used afterwards; bad frees are
+    // SAFETY: the objects are not used after their frees; the bad frees among them are
     // detected, which is what is tested.
     unsafe {
         a.free(x).unwrap();
@@ -196,7 +196,15 @@ fn tuning_replaces_the_arrays_and_limit_zero_turns_them_off() {
         slab.tune_cpucache("nope", 10, 5),
         Err(SlabError::NoSuchCache)
     );
+    let default = slab.cpucache_tuning("tuned").unwrap();
+    assert_eq!(
+        default,
+        (120, 60),
+        "2.4's defaults for objects up to 256 bytes"
+    );
     slab.tune_cpucache("tuned", 10, 5).unwrap();
+    assert_eq!(slab.cpucache_tuning("tuned"), Ok((10, 5)));
+    assert_eq!(slab.cpucache_tuning("nope"), Err(SlabError::NoSuchCache));
     let s = cache.stats();
     assert_eq!((s.cpu.limit, s.cpu.batchcount, s.cpu.arrays), (10, 5, 0));
     assert_eq!(
@@ -325,8 +333,9 @@ fn threads_as_cpus_allocate_and_free_across_cpus_and_lose_nothing() {
     let mine = slab
         .create_cache("stress", 72, 8, SlabFlags::NONE, None, None)
         .unwrap();
-    let queues: Vec<Mutex<Vec<(usize, NonNull<u8>)>>> =
-        (0..cpus).map(|_| Mutex::new(Vec::new())).collect();
+    /// Objects handed to one thread: (the sender's thread, the object).
+    type Inbox = Mutex<Vec<(usize, NonNull<u8>)>>;
+    let queues: Vec<Inbox> = (0..cpus).map(|_| Mutex::new(Vec::new())).collect();
     let finished = AtomicUsize::new(0);
     struct Shared<T>(T);
     // SAFETY: the queues hold objects handed from one thread to another; an object is
@@ -361,7 +370,7 @@ fn threads_as_cpus_allocate_and_free_across_cpus_and_lose_nothing() {
                         1 => kept.push((size, object)),
                         _ => free(slab, mine, size, object),
                     }
-                    if kept.len() > 64 || (rng >> 16) % 8 == 0 {
+                    if kept.len() > 64 || (rng >> 16).is_multiple_of(8) {
                         let mut from_queue = queues.0[cpu].lock().unwrap();
                         kept.append(&mut from_queue);
                         drop(from_queue);

@@ -72,7 +72,7 @@ fn boots_with_8_gib_and_maps_ram_above_4_gib() {
 #[test]
 fn a_panic_fails_the_run_and_shows_the_message() {
     let mut config = config();
-    config.append = "test=panic".into();
+    config.append.push_str(" test=panic");
     let result = boot(&config);
     assert_eq!(result.outcome, Outcome::KernelFailure);
     assert!(result.log_has("PANIC on CPU with APIC ID 0 at kernel/src/main.rs"));
@@ -83,7 +83,7 @@ fn a_panic_fails_the_run_and_shows_the_message() {
 #[test]
 fn a_page_fault_is_reported_with_the_faulting_address() {
     let mut config = config();
-    config.append = "test=pagefault".into();
+    config.append.push_str(" test=pagefault");
     let result = boot(&config);
     assert_eq!(result.outcome, Outcome::KernelFailure);
     assert!(result.log_has("EXCEPTION: page fault (#PF) (vector 14)"));
@@ -93,7 +93,7 @@ fn a_page_fault_is_reported_with_the_faulting_address() {
 #[test]
 fn a_stack_overflow_hits_the_guard_page_and_double_faults_on_the_ist_stack() {
     let mut config = config();
-    config.append = "test=stack-overflow".into();
+    config.append.push_str(" test=stack-overflow");
     let result = boot(&config);
     assert_eq!(
         result.outcome,
@@ -106,7 +106,7 @@ fn a_stack_overflow_hits_the_guard_page_and_double_faults_on_the_ist_stack() {
 #[test]
 fn a_triple_fault_is_told_apart_from_a_reported_failure() {
     let mut config = config();
-    config.append = "test=triple-fault".into();
+    config.append.push_str(" test=triple-fault");
     let result = boot(&config);
     assert_eq!(result.outcome, Outcome::TripleFault);
     assert_eq!(result.outcome.exit_status(), 2);
@@ -115,7 +115,7 @@ fn a_triple_fault_is_told_apart_from_a_reported_failure() {
 #[test]
 fn a_kernel_that_never_reports_times_out() {
     let mut config = config();
-    config.append = "test=hang".into();
+    config.append.push_str(" test=hang");
     // One CPU under TCG boots in well under a second; KVM start-up alone can take
     // seconds on nested hosts, so it is not used here.
     config.smp = 1;
@@ -132,7 +132,7 @@ fn a_kernel_that_never_reports_times_out() {
 #[test]
 fn unknown_command_line_options_are_reported() {
     let mut config = config();
-    config.append = "loglevel=debug frobnicate=1".into();
+    config.append.push_str(" loglevel=debug frobnicate=1");
     let result = assert_boots(&config);
     assert!(result.log_has("ignoring unknown option \"frobnicate=1\""));
 }
@@ -147,7 +147,7 @@ fn memory_runs_out_cleanly_at_64_mib_and_every_frame_comes_back() {
     let mut config = config();
     config.mem = "64M".into();
     config.accel = Some(Accel::Tcg);
-    config.append = "mmtest=exhaust".into();
+    config.append.push_str(" mmtest=exhaust");
     let result = assert_boots(&config);
     let before = free_frames_line(&result.log, "mm self-test: ").expect("the count before");
     assert!(

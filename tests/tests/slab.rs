@@ -10,7 +10,8 @@ fn check_slab_self_test(append: &str, mem: &str) {
     let mut config = config();
     config.accel = Some(Accel::Tcg);
     config.mem = mem.into();
-    config.append = append.into();
+    config.append.push(' ');
+    config.append.push_str(append);
     let result = assert_boots(&config);
     assert!(
         result.log_has(
@@ -31,7 +32,7 @@ fn check_slab_self_test(append: &str, mem: &str) {
     let slabinfo = result
         .log
         .lines()
-        .position(|line| line == "slabinfo - version: 1.1")
+        .position(|line| line == "slabinfo - version: 1.1 (statistics)")
         .expect("the slabinfo table is printed");
     let table: Vec<&str> = result.log.lines().skip(slabinfo + 1).collect();
     for cache in [

@@ -15,7 +15,7 @@ fn check_all_cpus_work(smp: u32, machine: Machine, accel: Accel) {
     if accel == Accel::Kvm {
         // The memory self-tests take about a minute under the nested KVM of the
         // machines this runs on (see common::config); this matrix is about CPUs.
-        config.append = "mmtest=off".into();
+        config.append.push_str(" mmtest=off");
     }
     let result = assert_boots(&config);
     assert_eq!(result.accel, accel);
@@ -106,7 +106,7 @@ kvm_matrix! {
 fn the_rsdp_is_found_by_scanning_the_bios_areas_too() {
     let mut config = config();
     config.accel = Some(Accel::Tcg);
-    config.append = "acpi=scan".into();
+    config.append.push_str(" acpi=scan");
     let result = assert_boots(&config);
     assert!(result.log_has("acpi: scanning the EBDA and 0xe0000-0xfffff for the RSDP"));
     assert!(result.log_has("smp: 4 CPUs online, 0 failed to start"));

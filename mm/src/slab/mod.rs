@@ -45,18 +45,21 @@
 //!
 //! | lock         | protects                                          | may then take          |
 //! |--------------|---------------------------------------------------|------------------------|
-//! | chain lock   | the list of all caches                            | one cache lock, range  |
+//! | chain lock   | the list of all caches                            | tuning, one cache lock, range |
+//! | tuning lock  | one cache's per-CPU parameters, its drains (IPIs) | one cache lock, range  |
 //! | a cache lock | its three slab lists, colour, counters; the owner-table entries of its slabs | range, page |
 //! | range lock   | (layer 3)                                         | page                   |
 //! | page lock    | (layer 4)                                         | -                      |
 //!
 //! **Never two cache locks at once.** An off-slab cache allocates its slab descriptor
 //! from another cache while growing, i.e. without its own lock; shrinking frees those
-//! descriptors after unlocking. Every lock of this layer is a [`SpinLock`] that disables
+//! descriptors after unlocking. Every cache lock is a [`SpinLock`] that disables
 //! interrupts (as the kernel's [`InterruptControl`] means it), because interrupt handlers
 //! allocate: a handler that found its own CPU holding the lock it wants would spin
-//! forever. The chain lock is taken by `create`, `destroy`, `reap` and `slabinfo`, never
-//! on the allocation or free path.
+//! forever. The chain and tuning locks leave interrupts on: they are held while other
+//! CPUs are asked, by IPI, to drain their arrays. They are taken by `create`, `destroy`,
+//! `reap`, `shrink`, tuning and `slabinfo`, never on the allocation or free path (an
+//! allocation that runs out of memory only *tries* the chain lock, to reclaim).
 //!
 //! # The bootstrap: the cache of caches
 //!
@@ -106,11 +109,14 @@
 //! free racing with the destruction of the cache that owns the page (a `destroy` while
 //! someone still frees into it) is outside the contract.
 //!
-//! # Per-CPU caches (next layer)
+//! # Per-CPU caches (the layer in front)
 //!
-//! [`Cache::alloc_batch`] and [`Cache::free_batch`] move up to N objects under one
-//! acquisition of the cache lock: the refill and flush of 2.4's per-CPU arrays
-//! (`batchcount`), which the next layer will put in front of every cache.
+//! [`Cache::alloc`], [`Cache::free`], kmalloc and kfree go through the calling CPU's
+//! array of the cache first ([`crate::percpu`]); what is described above is the miss
+//! path. [`Cache::alloc_batch`] and [`Cache::free_batch`] move up to N objects under one
+//! acquisition of the cache lock: the refill and flush of those arrays (`batchcount`).
+//! Objects sitting in arrays are free to their users but allocated to the slabs, so
+//! `shrink`, `destroy` and `reap` drain every CPU's array first.
 
 mod allocator;
 mod cache;

@@ -19,7 +19,12 @@ options:
   --release          build the kernel with optimizations
   --debug            build the kernel without them (the default)
   --append TEXT      the kernel command line (e.g. \"loglevel=debug\")
-  --timeout SECS     give up after this long (default 120)
+  --stress MS        run the SMP allocator stress this long (kernel default 2000;
+                     0 skips it): adds stress=MS to the command line
+  --percpu on|off    per-CPU object caches on (default) or off: adds percpu=...
+  --timeout SECS     give up after this long (default: 120, plus the stress, plus
+                     45 per GiB of RAM under KVM, whose first touch of each guest
+                     page is slow on nested virtualisation)
   --gdb              wait for a debugger on localhost:1234 (no time-out)
   -h, --help         this text
   -- ARGS...         everything after -- goes to QEMU unchanged
@@ -35,6 +40,9 @@ struct Args {
 fn parse_args() -> Result<Option<Args>, String> {
     let mut config = QemuConfig::new(Default::default());
     let mut profile = Profile::Debug;
+    let mut timeout = None;
+    let mut stress_ms: u64 = 2000;
+    let mut words = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -57,11 +65,21 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--release" => profile = Profile::Release,
             "--debug" => profile = Profile::Debug,
             "--append" => config.append = value("--append")?,
+            "--stress" => {
+                stress_ms = value("--stress")?
+                    .parse()
+                    .map_err(|_| "--stress takes milliseconds")?;
+                words.push(format!("stress={stress_ms}"));
+            }
+            "--percpu" => match value("--percpu")?.as_str() {
+                on_off @ ("on" | "off") => words.push(format!("percpu={on_off}")),
+                _ => return Err("--percpu takes on or off".into()),
+            },
             "--timeout" => {
                 let secs: u64 = value("--timeout")?
                     .parse()
                     .map_err(|_| "--timeout takes seconds")?;
-                config.timeout = Duration::from_secs(secs);
+                timeout = Some(Duration::from_secs(secs));
             }
             "--gdb" => config.gdb = true,
             "--" => {
@@ -70,7 +88,40 @@ fn parse_args() -> Result<Option<Args>, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
+    for word in words {
+        if !config.append.is_empty() {
+            config.append.push(' ');
+        }
+        config.append.push_str(&word);
+    }
+    config.timeout = timeout.unwrap_or_else(|| {
+        let kvm_secs = match config.resolved_accel() {
+            Accel::Kvm => 45 * mem_mib(&config.mem).div_ceil(1024),
+            Accel::Tcg => 0,
+        };
+        Duration::from_secs(120 + stress_ms.div_ceil(1000) + kvm_secs)
+    });
     Ok(Some(Args { config, profile }))
+}
+
+/// QEMU's `-m` size in MiB: a number with an optional K, M, G or T suffix (MiB
+/// without one); 128 when it cannot be read (QEMU will complain about it itself).
+fn mem_mib(size: &str) -> u64 {
+    let size = size.trim();
+    let (digits, unit) = match size.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => size.split_at(at),
+        None => (size, "M"),
+    };
+    let Ok(number) = digits.parse::<u64>() else {
+        return 128;
+    };
+    match unit.to_ascii_uppercase().trim_end_matches('B') {
+        "K" => number.div_ceil(1024),
+        "M" | "" => number,
+        "G" => number * 1024,
+        "T" => number * 1024 * 1024,
+        _ => 128,
+    }
 }
 
 fn main() -> ExitCode {

@@ -25,7 +25,7 @@ pub fn kernel() -> PathBuf {
         .clone()
 }
 
-/// A TCG configuration with a generous time-out: with many CPUs on a 2-core host,
+/// A TCG configuration with a 100 ms allocator stress and a generous time-out: with many CPUs on a 2-core host,
 /// TCG is oversubscribed. TCG, not KVM, unless a test asks: on the nested KVM of the
 /// machines this runs on, each page mapped costs milliseconds (page-table writes
 /// trap), which makes the memory self-tests ~100x slower than under TCG.
@@ -33,6 +33,8 @@ pub fn config() -> QemuConfig {
     let mut config = QemuConfig::new(kernel());
     config.accel = Some(kernel_tests::Accel::Tcg);
     config.timeout = Duration::from_secs(180);
+    // A short SMP stress: these boots test other things (tests/stress.rs tests it).
+    config.append = "stress=100".into();
     config
 }
 
