@@ -74,8 +74,10 @@ impl HostCpus {
 
     fn take_guard(cpu: usize) {
         let backoff = Backoff::new();
+        // Strong, not weak: a spurious failure (Miri simulates them, x86 has none) would
+        // send an uncontended `disable` into the back-off.
         while GUARDS[cpu]
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             // Two cores and many threads: yield rather than spin on a descheduled holder.
