@@ -86,6 +86,8 @@ impl Drop for ArrayPlatform {
 // SAFETY: mapped pages are arena pages, real memory only the allocator uses; a page is
 // mapped at most once (compare-exchange), and `translate` reads the same table.
 unsafe impl Platform for ArrayPlatform {
+    type Interrupts = mm::sync::NoInterrupts;
+
     fn map_page(
         &self,
         virt: usize,
