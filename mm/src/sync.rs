@@ -43,7 +43,13 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
+// Under `--cfg loom` the lock's own atomics are loom's, so that the models in
+// `loom-tests/` explore every interleaving of the locking protocol.
+#[cfg(not(loom))]
+use core::sync::atomic::{AtomicBool, AtomicU64};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicBool, AtomicU64};
 
 /// Turning local interrupts off and back on: what a lock must disable in the kernel.
 ///
@@ -123,7 +129,19 @@ unsafe impl<T: Send, I: InterruptControl> Send for SpinLock<T, I> {}
 
 impl<T, I: InterruptControl> SpinLock<T, I> {
     /// An unlocked lock around `value`.
+    #[cfg(not(loom))]
     pub const fn new(value: T) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            acquisitions: AtomicU64::new(0),
+            value: UnsafeCell::new(value),
+            _interrupts: PhantomData,
+        }
+    }
+
+    /// An unlocked lock around `value` (loom's atomics cannot be made in `const`).
+    #[cfg(loom)]
+    pub fn new(value: T) -> Self {
         Self {
             locked: AtomicBool::new(false),
             acquisitions: AtomicU64::new(0),
@@ -143,6 +161,9 @@ impl<T, I: InterruptControl> SpinLock<T, I> {
             // Spin on a plain load (the cache line stays shared) until it looks free.
             while self.locked.load(Ordering::Relaxed) {
                 I::relax();
+                // loom runs one thread at a time: a spin must let the holder run.
+                #[cfg(loom)]
+                loom::thread::yield_now();
             }
         }
         self.count_acquisition();
