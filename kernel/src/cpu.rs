@@ -1,6 +1,9 @@
-//! Facts about the CPU the code is running on, read with CPUID.
+//! The CPU the code is running on: facts read with CPUID, and [`Cli`], the kernel's
+//! side of `mm`'s platform seam for interrupts and CPUs (`mm::platform`).
 
 use core::arch::x86_64::__cpuid;
+
+use mm::platform::{CpuLocal, InterruptControl};
 
 /// The initial APIC ID of the calling CPU (CPUID leaf 1, EBX bits 31-24). Good
 /// enough to name a CPU in a crash report before per-CPU data exists.
@@ -43,4 +46,51 @@ pub fn enable_write_back_caching() {
     // needs; the only device the kernel maps (the local APIC) is mapped with
     // PCD|PWT, which is uncacheable regardless of the MTRR type.
     unsafe { def_type.write(MTRR_ENABLE | WRITE_BACK) };
+}
+
+/// `pushf; cli` ... restore: what every slab lock disables in the kernel.
+#[derive(Debug)]
+pub struct Cli;
+
+// SAFETY: `cli` masks every maskable interrupt on this CPU, so no interrupt handler
+// (the only code that could re-enter `mm` on this CPU) runs until `restore`.
+unsafe impl InterruptControl for Cli {
+    type State = bool;
+
+    fn disable() -> bool {
+        let enabled = x86_64::instructions::interrupts::are_enabled();
+        x86_64::instructions::interrupts::disable();
+        enabled
+    }
+
+    unsafe fn restore(enabled: bool) {
+        if enabled {
+            x86_64::instructions::interrupts::enable();
+        }
+    }
+
+    /// A CPU spinning on an allocator lock with interrupts off cannot take the TLB
+    /// shootdown IPI, and the lock holder may be waiting for exactly that answer.
+    fn relax() {
+        smp::tlb::answer();
+        core::hint::spin_loop();
+    }
+}
+
+// SAFETY: `current_cpu` is the dense index from the GS base (set on the BSP before
+// the heap starts, on each AP before it runs anything else), below `MAX_CPUS`, and
+// stays put while interrupts are off (nothing migrates between CPUs here: each CPU
+// runs its own code). `on_each_cpu` runs `f` on every online CPU, as that CPU,
+// with its interrupts off, and waits for all: every CPU that can hold a per-CPU
+// array is online (an AP allocates nothing before it reports online).
+unsafe impl CpuLocal for Cli {
+    const CPUS: usize = smp::MAX_CPUS;
+
+    fn current_cpu() -> usize {
+        smp::percpu::current_cpu()
+    }
+
+    fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
+        smp::ipi::on_each_cpu(&|| f(smp::percpu::current_cpu()));
+    }
 }

@@ -77,7 +77,7 @@ unsafe impl FrameAllocator<Size4KiB> for TableFrames<'_> {
 // TLB entry; `translate` walks the same live tables; the window's addresses are used
 // by nothing but `mm` (the kernel image inside it is reserved, never mapped by mm).
 unsafe impl Platform for KernelPlatform {
-    type Interrupts = crate::allocator::Cli;
+    type Interrupts = crate::cpu::Cli;
 
     fn map_page(
         &self,

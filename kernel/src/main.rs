@@ -198,7 +198,7 @@ fn print_slabinfo() {
             Ok(())
         }
     }
-    let _ = allocator::slab().slabinfo_statistics(&mut Console);
+    let _ = allocator::slab().caches().slabinfo_statistics(&mut Console);
 }
 
 #[cfg(target_os = "none")]

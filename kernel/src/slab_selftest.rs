@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use mm::kmalloc::Gfp;
 use mm::slab::{SlabError, SlabFlags};
 
-use crate::allocator::{Report, slab};
+use crate::allocator::slab;
 use crate::heap::HEAP;
 
 pub fn run(exhaust: bool) {
@@ -112,6 +112,7 @@ unsafe fn destruct(object: NonNull<u8>) {
 fn constructed_cache() {
     let slab = slab();
     let cache = slab
+        .caches()
         .create_cache(
             "selftest-ctor",
             48,
@@ -149,8 +150,8 @@ fn out_of_memory(exhaust: bool) {
     let release_free_slabs = || {
         // Reap skips a cache that grew since the last reap (its free slabs are about
         // to be used), so the second pass is the one that empties every cache.
-        slab.reap();
-        slab.reap();
+        slab.caches().reap();
+        slab.caches().reap();
         heap.shrink();
     };
     release_free_slabs();
@@ -207,9 +208,11 @@ fn detections() {
     let slab = slab();
     // Without debug checks: double free and foreign pointers cost nothing to catch.
     let plain = slab
+        .caches()
         .create_cache("selftest-plain", 64, 8, SlabFlags::NONE, None, None)
         .expect("cache");
     let other = slab
+        .caches()
         .create_cache("selftest-other", 64, 8, SlabFlags::NONE, None, None)
         .expect("cache");
     let object = plain.alloc().expect("alloc");
@@ -218,25 +221,26 @@ fn detections() {
     // SAFETY: a double free on purpose: the allocator must refuse it.
     let error = unsafe { plain.free(object) }.expect_err("a double free is detected");
     assert!(matches!(error, SlabError::DoubleFree { .. }), "{error:?}");
-    println!("slab self-test: detected: {}", Report(&error));
+    println!("slab self-test: detected: {error}");
 
     let mut local = 0u64;
     let foreign = NonNull::from(&mut local).cast::<u8>();
     // SAFETY: a pointer the allocator never handed out, on purpose.
     let error = unsafe { plain.free(foreign) }.expect_err("a foreign pointer is detected");
     assert!(matches!(error, SlabError::InvalidFree { .. }), "{error:?}");
-    println!("slab self-test: detected: {}", Report(&error));
+    println!("slab self-test: detected: {error}");
 
     let theirs = other.alloc().expect("alloc");
     // SAFETY: freeing another cache's object into this one, on purpose.
     let error = unsafe { plain.free(theirs) }.expect_err("a free into the wrong cache is detected");
     assert!(matches!(error, SlabError::WrongCache { .. }), "{error:?}");
-    println!("slab self-test: detected: {}", Report(&error));
+    println!("slab self-test: detected: {error}");
     // SAFETY: now freed into its own cache, once.
     unsafe { other.free(theirs) }.expect("free into the right cache");
 
     // With debug checks: red zones and poison.
     let debug = slab
+        .caches()
         .create_cache("selftest-debug", 64, 8, SlabFlags::DEBUG, None, None)
         .expect("cache");
     let object = debug.alloc().expect("alloc");
@@ -245,7 +249,7 @@ fn detections() {
     // SAFETY: our object, freed once.
     let error = unsafe { debug.free(object) }.expect_err("a red-zone overwrite is detected");
     assert!(matches!(error, SlabError::RedZone { .. }), "{error:?}");
-    println!("slab self-test: detected: {}", Report(&error));
+    println!("slab self-test: detected: {error}");
 
     let object = debug.alloc().expect("alloc");
     // SAFETY: our object, freed once.
@@ -255,12 +259,12 @@ fn detections() {
     unsafe { object.as_ptr().add(8).write(1) };
     let before = debug.stats();
     let mut taken = Vec::new();
-    for _ in 0..before.total_objs.max(1) {
+    for _ in 0..before.slab.total_objs.max(1) {
         taken.push(debug.alloc().expect("alloc"));
     }
     let after = debug.stats();
     assert!(
-        after.errors > before.errors,
+        after.slab.errors > before.slab.errors,
         "the write after free was detected at allocation"
     );
     for object in taken {
@@ -274,7 +278,7 @@ fn detections() {
     }
     // The debug cache keeps its two quarantined objects, so it is not destroyed
     // (that is the point of quarantine): it stays, visible in slabinfo.
-    let quarantined = debug.stats().quarantined;
+    let quarantined = debug.stats().slab.quarantined;
     assert_eq!(
         quarantined, 2,
         "the overrun object and the written-after-free one"

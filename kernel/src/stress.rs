@@ -33,12 +33,14 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use mm::kmalloc::Gfp;
-use mm::slab::{Cache, SlabError, SlabFlags};
+use mm::percpu::Cache;
+use mm::slab::{SlabError, SlabFlags};
 use smp::irq_lock::IrqSpinlock;
 use smp::{MAX_CPUS, percpu, timer};
 
-use crate::allocator::{Backend, Cli, Report, slab};
+use crate::allocator::{Backend, slab};
 use crate::cmdline::CpuCacheTuning;
+use crate::cpu::Cli;
 use crate::heap::{HEAP, TABLE_FRAMES};
 
 /// The dedicated caches: name and object size.
@@ -267,7 +269,7 @@ fn free(caches: Option<&[Cache<'_, Backend, Cli>; 3]>, object: Object) {
         None => unsafe { slab().kfree(object.addr.as_ptr()) },
     };
     if let Err(error) = result {
-        panic!("stress: freeing {:p}: {}", object.addr, Report(&error));
+        panic!("stress: freeing {:p}: {error}", object.addr);
     }
 }
 
@@ -403,9 +405,9 @@ impl Shared<'_> {
                 self.caches[rng.below(3)].shrink();
             }
             1 => {
-                slab.reap();
+                slab.caches().reap();
             }
-            2 => slab.drain_all(),
+            2 => slab.caches().drain_all(),
             _ => {
                 let i = rng.below(TUNED_BY_CONTROL);
                 let limit = [0, 1, 8, 60, 120][rng.below(5)];
@@ -418,7 +420,7 @@ impl Shared<'_> {
     }
 
     fn tune(&self, name: &str, limit: usize, batchcount: usize) {
-        if let Err(error) = slab().tune_cpucache(name, limit, batchcount) {
+        if let Err(error) = slab().caches().tune_cpucache(name, limit, batchcount) {
             panic!("stress: tune_cpucache({name}, {limit}, {batchcount}): {error:?}");
         }
     }
@@ -436,13 +438,13 @@ struct CacheTotals {
 
 fn cache_totals() -> CacheTotals {
     let mut totals = CacheTotals::default();
-    slab().for_each_stats(|stats| {
+    slab().caches().for_each_stats(|stats| {
         let c = &stats.cpu.counters;
         totals.alloc_hit += c.alloc_hit;
         totals.alloc_miss += c.alloc_miss;
         totals.free_hit += c.free_hit;
         totals.free_miss += c.free_miss;
-        totals.locks += stats.cpu.lock_acquisitions;
+        totals.locks += stats.slab.lock_acquisitions;
     });
     totals
 }
@@ -459,9 +461,9 @@ impl ActiveCounts {
             entries: [("", 0); 96],
             len: 0,
         };
-        slab().for_each_stats(|stats| {
+        slab().caches().for_each_stats(|stats| {
             if counts.len < counts.entries.len() {
-                counts.entries[counts.len] = (stats.name, stats.active_objs);
+                counts.entries[counts.len] = (stats.slab.name, stats.slab.active_objs);
                 counts.len += 1;
             }
         });
@@ -483,8 +485,8 @@ impl ActiveCounts {
 /// no free slab holds frames, nor an off-slab descriptor in a general cache.
 fn frame_snapshot() -> (usize, usize, usize) {
     let heap = HEAP.get().expect("the heap is up");
-    slab().reap();
-    slab().reap();
+    slab().caches().reap();
+    slab().caches().reap();
     heap.shrink();
     let stats = heap.stats();
     (
@@ -501,11 +503,12 @@ pub fn run(options: &StressOptions<'_>) {
     let millis = options.millis;
 
     // Baseline, with no object parked in any per-CPU array.
-    slab.set_per_cpu(false);
+    slab.caches().set_per_cpu(false);
     let frames_before = frame_snapshot();
     let before = ActiveCounts::now();
     let caches = STRESS_CACHES.map(|(name, size)| {
-        slab.create_cache(name, size, 0, SlabFlags::HWCACHE_ALIGN, None, None)
+        slab.caches()
+            .create_cache(name, size, 0, SlabFlags::HWCACHE_ALIGN, None, None)
             .unwrap_or_else(|error| panic!("stress: cannot create {name}: {error:?}"))
     });
     for tuning in options.tunings.iter().flatten() {
@@ -516,6 +519,7 @@ pub fn run(options: &StressOptions<'_>) {
     // What the control CPU restores after each detuning: the tuning in force now.
     let tunings = CONTROL_TUNED.map(|name| {
         let (limit, batchcount) = slab
+            .caches()
             .cpucache_tuning(name)
             .expect("the control CPU tunes existing caches");
         (name, limit, batchcount)
@@ -537,7 +541,7 @@ pub fn run(options: &StressOptions<'_>) {
         control_cpu: cpus - 1,
         per_cpu: options.per_cpu,
     };
-    slab.set_per_cpu(options.per_cpu);
+    slab.caches().set_per_cpu(options.per_cpu);
     let totals_before = cache_totals();
     println!(
         "stress: {cpus} CPUs for {millis} ms, per-CPU caches {}: kmalloc and {} caches, \
@@ -620,18 +624,18 @@ fn check_nothing_lost(
         ..
     } = shared;
     drop((queues, counts));
-    slab.set_per_cpu(false);
+    slab.caches().set_per_cpu(false);
     let mut stress_active = 0;
     for cache in caches {
         let stats = cache.stats();
         assert_eq!(
-            stats.active_objs, 0,
+            stats.slab.active_objs, 0,
             "stress: {} objects of {} still allocated after every object was freed",
-            stats.active_objs, stats.name
+            stats.slab.active_objs, stats.slab.name
         );
-        stress_active += stats.active_objs;
+        stress_active += stats.slab.active_objs;
         if let Err((_, error)) = cache.destroy() {
-            panic!("stress: cannot destroy {}: {error:?}", stats.name);
+            panic!("stress: cannot destroy {}: {error:?}", stats.slab.name);
         }
     }
     let (free_after, tables_after, internal_after) = frame_snapshot();
@@ -656,7 +660,7 @@ fn check_nothing_lost(
         "stress: free frames {free_after} after the run, {free_before} before \
          ({tables} new page-table frames, {internal} range-cache pages)"
     );
-    slab.set_per_cpu(per_cpu);
+    slab.caches().set_per_cpu(per_cpu);
     println!(
         "stress: nothing lost: {stress_active} active objects in the stress caches, every \
          other cache back to its count before the run, {free_after} free frames \

@@ -20,7 +20,8 @@
 use mm::hosted::{HostedLayout, HostedMachine};
 use mm::hosted_cpus::{HOST_CPUS, HostCpus};
 use mm::kmalloc::Gfp;
-use mm::slab::{SlabAllocator, SlabOptions};
+use mm::kmalloc::Kmalloc;
+use mm::slab::SlabOptions;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 const BURST: usize = 64;
 const SIZES: [usize; 4] = [32, 64, 128, 256];
 
-type Slab<'h> = SlabAllocator<&'h mm::Heap<'h, &'h mm::hosted::HostedPlatform>, HostCpus>;
+type Slab<'h> = Kmalloc<&'h mm::Heap<'h, &'h mm::hosted::HostedPlatform>, HostCpus>;
 
 /// Runs `work(thread)` on `threads` threads at once (thread `t` bound to CPU `t`) and
 /// returns the time from the common start to the last finish.
@@ -120,7 +121,7 @@ fn main() {
         for (i, rate) in rates.iter_mut().enumerate() {
             let elapsed = match i {
                 0 | 1 => {
-                    slab.set_per_cpu(i == 0);
+                    slab.caches().set_per_cpu(i == 0);
                     // Warm up: slabs and arrays exist before the clock starts.
                     timed(threads, &|_| slab_bursts(&slab, ops / 20));
                     timed(threads, &|_| slab_bursts(&slab, ops))
@@ -141,12 +142,12 @@ fn main() {
             rates[0] / rates[1]
         );
     }
-    slab.set_per_cpu(true);
-    let stats = slab.stats_of("size-64").expect("size-64");
+    slab.caches().set_per_cpu(true);
+    let stats = slab.caches().stats_of("size-64").expect("size-64");
     let c = stats.cpu.counters;
     println!(
         "size-64 over the run: {} allocation hits, {} refills, {} free hits, {} flushes, \
          {} lock acquisitions",
-        c.alloc_hit, c.alloc_miss, c.free_hit, c.free_miss, stats.cpu.lock_acquisitions
+        c.alloc_hit, c.alloc_miss, c.free_hit, c.free_miss, stats.slab.lock_acquisitions
     );
 }

@@ -14,7 +14,8 @@
 
 use mm::hosted::{HostedLayout, HostedMachine};
 use mm::kmalloc::Gfp;
-use mm::slab::{SlabAllocator, SlabFlags, SlabOptions};
+use mm::kmalloc::Kmalloc;
+use mm::slab::{SlabFlags, SlabOptions};
 use mm::sync::NoInterrupts;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -39,8 +40,9 @@ fn main() {
     // 64 MiB of fake RAM, a 64 MiB window.
     let mut machine = HostedMachine::new(HostedLayout::flat(16 * 1024, 16 * 1024));
     let heap = machine.boot().expect("boot");
-    let slab = SlabAllocator::<_, NoInterrupts>::new(&heap, SlabOptions::default()).expect("slab");
+    let slab = Kmalloc::<_, NoInterrupts>::new(&heap, SlabOptions::default()).expect("slab");
     let cache = slab
+        .caches()
         .create_cache("bench-64", 64, 0, SlabFlags::NONE, None, None)
         .expect("cache");
 
@@ -161,6 +163,6 @@ fn main() {
     let stats = cache.stats();
     println!(
         "bench-64 after the run: {} slabs, {} allocations, {} frees, {} errors",
-        stats.total_slabs, stats.allocs, stats.frees, stats.errors
+        stats.slab.total_slabs, stats.slab.allocs, stats.slab.frees, stats.slab.errors
     );
 }

@@ -172,19 +172,6 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.pages.lock().for_each_free_block(f);
     }
 
-    /// Records that the allocated frame `frame` belongs to the slab whose descriptor is
-    /// at `slab`, for the slab layer: `kfree(ptr)` then finds its slab in O(1) through
-    /// `owner_of(ptr)`. Crate-only, because the slab layer dereferences what it reads
-    /// back (see [`PageOwner`]); `Range` owners cannot be set at all, they are the range
-    /// allocator's. The owner goes away with the frame's range (`del_range`).
-    #[allow(
-        dead_code,
-        reason = "the hook the brief asks for; the slab layer keeps its own owner table so far"
-    )]
-    pub(crate) fn set_slab_owner(&self, frame: PhysAddr, slab: usize) -> Result<(), FrameError> {
-        self.pages.lock().set_owner(frame, PageOwner::Slab(slab))
-    }
-
     /// The owner of the frame mapped at the kernel address `virt`, in O(1) after the
     /// page-table walk (`None` if nothing is mapped there or the frame is not ours).
     pub fn owner_of(&self, virt: usize) -> Option<PageOwner> {

@@ -1,19 +1,45 @@
 //! `mm`: the kernel memory allocator, as plain Rust over a small platform trait.
 //!
-//! # The four layers
+//! # The four layers, one type each
 //!
 //! ```text
-//!  kmalloc / kmem_cache_alloc                         kfree / kmem_cache_free
-//!   [1] per-CPU object caches  percpu.rs  one array of object pointers per CPU
-//!                                         and cache; no lock on a hit
-//!   [2] slab caches        slab/       caches of objects in slabs of 2^order pages;
-//!                          kmalloc.rs  kmalloc size classes and GlobalAlloc
-//!   [3] range allocator    range/      kernel virtual address ranges, vmem-style; its
-//!                                      descriptors live in a slab cache of their own
-//!   [4] page allocator     page/       page descriptors, buddy system, DMA zone
-//!   ---------------------- platform.rs map / unmap / translate, implemented by the
-//!                                      kernel (page tables) or hosted.rs (an arena)
+//!  kmalloc(size) / cache.alloc()                          kfree(ptr) / cache.free(ptr)
+//!   front end  kmalloc/   Kmalloc<B, I>     size -> class; blocks beyond 128 KiB;
+//!                                           GlobalAlloc, KernelAllocator
+//!   [1]        percpu/    CpuCaches<B, I>   one array of object pointers per CPU and
+//!                                           cache; no lock on a hit; drain, tune
+//!   [2]        slab/      SlabCaches<B,I,F> caches of objects in slabs of 2^order
+//!                                           pages; the cache of caches; the general
+//!                                           caches (size-32 .. size-131072)
+//!   [3]        range/     Heap<P>           kernel virtual address ranges, vmem-style,
+//!              heap.rs                      backed by frames; its descriptors live in
+//!              bootstrap.rs                 a slab cache of their own
+//!   [4]        page/      PageAllocator     page descriptors, buddy system, DMA zone
+//!   ---------- platform.rs                  the seam: map / unmap / translate
+//!                                           (Platform), interrupts off
+//!                                           (InterruptControl), which CPU and run on
+//!                                           every CPU (CpuLocal)
+//!              sync.rs                      the spinlock, generic over InterruptControl
 //! ```
+//!
+//! Each type owns the one below it (`Kmalloc` holds a `CpuCaches`, which holds a
+//! `SlabCaches`, which takes its pages from a `&Heap`, which holds the
+//! `PageAllocator`), and a module uses only its own layer, the layers below, `platform`
+//! and `sync` (`tests/layering.rs` checks the source). Following `kmalloc(64)`:
+//! [`Kmalloc::kmalloc`](kmalloc::Kmalloc::kmalloc) picks the class with
+//! [`slab::size_class`] and its cache with
+//! [`SlabCaches::general_cache`](slab::SlabCaches::general_cache);
+//! [`CpuCaches::alloc`](percpu::CpuCaches::alloc) pops this CPU's array, or refills it
+//! with [`SlabCaches::take_batch`](slab::SlabCaches::take_batch), or grows the cache
+//! ([`SlabCaches::grow_or_reclaim`](slab::SlabCaches::grow_or_reclaim)), which asks
+//! [`Heap::new_range`] for mapped pages, which takes frames from
+//! [`PageAllocator::alloc_frames`].
+//!
+//! Two knots tie a layer to itself, and are cut by hand at start-up: the range
+//! allocator's descriptors live in a slab cache whose slabs are ranges ([`bootstrap`]),
+//! and the slab caches' descriptors are objects of the cache of caches (`slab/mod.rs`).
+//! 2.4's third knot, the per-CPU arrays being objects of the general caches, is why the
+//! general caches belong to layer 2: layer 1 asks for them by size.
 //!
 //! - [`page`] (layer 4) describes every RAM frame with a [`page::PageDescriptor`]
 //!   (state, reference count, owner) and hands out 2^order-frame blocks from a buddy
@@ -24,36 +50,40 @@
 //!   space, optionally backed by frames (`RangeFlags::MAP`): boundary tags in a
 //!   red-black tree, instant-fit free lists, eager coalescing; the descriptors come from
 //!   the range cache, a minimal slab allocator whose slabs are ranges of the same window.
-//! - [`bootstrap`] cuts the knot that this creates (the first slab of the range cache
-//!   is mapped by hand at the start of the window), with a diagram of the result.
+//!   [`Heap`] keeps it and the page allocator behind their locks.
 //! - [`slab`] (layer 2) is the Linux 2.4 / SOS slab allocator (cache of caches,
-//!   on/off-slab descriptors, colouring, ctor/dtor, reap, debug checks, slabinfo), and
-//!   [`kmalloc`] the 2.4 size classes and `GlobalAlloc` on top; [`sync`] is the
-//!   spinlock they use, generic over what it disables (interrupts, in the kernel).
+//!   on/off-slab descriptors, colouring, ctor/dtor, reap, debug checks, the general
+//!   caches of kmalloc's size classes).
 //! - [`percpu`] (layer 1) puts an array cache per CPU in front of every slab cache
 //!   (2.4's `cpucache_t`, `limit`/`batchcount`): a hit touches only the calling CPU's
 //!   array with its interrupts off; a miss moves `batchcount` objects under one lock.
 //!   Draining goes through [`CpuLocal::on_each_cpu`] (IPIs in the kernel; taking each
-//!   CPU's guard in turn on a host, see `hosted_cpus`).
-//! - [`Heap`] is what the kernel keeps in a static: both allocators behind their locks.
-//! - `hosted` (feature `std`, and tests) runs all of it as an ordinary process.
+//!   CPU's guard in turn on a host, see `hosted_cpus`). It also writes slabinfo.
+//! - [`kmalloc`] is the front end: size classes to caches, large blocks, `GlobalAlloc`.
+//! - `hosted` and `hosted_cpus` (feature `std`, and tests) run all of it as an
+//!   ordinary process, threads standing for CPUs.
 //!
 //! # Lock order
 //!
-//! | lock          | protects                                     | taken                    |
-//! |---------------|----------------------------------------------|--------------------------|
-//! | chain lock    | the list of caches (create/destroy/reap)     | first                    |
-//! | tuning lock   | one cache's `limit`/`batchcount`, its drains | then                     |
-//! | (per-CPU)     | a CPU's arrays: interrupts off, no lock      | -                        |
-//! | cache lock    | one cache's slabs and counters               | then at most one of them |
-//! | range lock    | the window's segments, the range cache       | then                     |
-//! | page lock     | page descriptors, buddy free lists           | last, or alone           |
+//! The one table of the crate: each lock may be taken while holding those above it,
+//! never the other way round.
 //!
-//! Details in `slab/mod.rs`. A cache grows without holding its lock (as 2.4's
+//! | lock          | layer | protects                                       | interrupts |
+//! |---------------|-------|------------------------------------------------|------------|
+//! | chain lock    | 2     | the list of caches (create, destroy, reap, walks) | on      |
+//! | tuning lock   | 1     | one cache's arrays seen from outside (drain, tune, stats) | on |
+//! | (per-CPU)     | 1     | a CPU's arrays: interrupts off, no lock        | off        |
+//! | cache lock    | 2     | one cache's slabs, counters, owner-table entries; at most one at a time | off |
+//! | range lock    | 3     | the window's segments, the range cache         | off        |
+//! | page lock     | 4     | page descriptors, buddy free lists             | off        |
+//!
+//! **Never two cache locks at once**: an off-slab cache allocates its slab descriptor
+//! from another cache while growing, i.e. without its own lock, and shrinking frees
+//! those descriptors after unlocking. A cache grows without holding its lock (as 2.4's
 //! `kmem_cache_grow`). Nothing takes the range lock while holding the page lock; the
 //! platform is called with the page lock held and must not call back into `mm`.
 //!
-//! Interrupts: the cache, range and page locks disable them (`sync::InterruptControl`,
+//! Interrupts: the cache, range and page locks disable them (`platform::InterruptControl`,
 //! `Platform::Interrupts`), so an interrupt handler may allocate and free: it can only
 //! run where its CPU holds none of them. The chain and tuning locks do not: they are
 //! held across `on_each_cpu`, whose IPIs must reach the CPU that waits, and no
@@ -93,11 +123,13 @@
 //!
 //! # Testing
 //!
-//! The hosted platform tracks every page. Unit tests sit beside the code; the
-//! model-based property tests and a long random workload are in `src/tests/`; all of it
-//! runs under Miri (`cargo +nightly miri test -p mm --target x86_64-unknown-linux-gnu`).
-//! `percpu_tests.rs` runs the per-CPU layer on host threads standing for CPUs
-//! (`hosted_cpus`). The benchmarks are `benches/range.rs` and `benches/slab.rs`.
+//! The hosted platform tracks every page. Unit tests sit beside the code (files named
+//! `*_tests.rs`); the model-based property tests and a long random workload of the
+//! ranges are in `src/tests/`; all of it runs under Miri (`cargo +nightly miri test -p mm
+//! --target x86_64-unknown-linux-gnu`). `percpu/percpu_tests.rs` runs the per-CPU layer
+//! on host threads standing for CPUs (`hosted_cpus`). `tests/layering.rs` checks that no
+//! module uses a layer above its own. The benchmarks are `benches/range.rs`,
+//! `benches/slab.rs` and `benches/percpu.rs`.
 
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
@@ -116,8 +148,6 @@ pub mod slab;
 pub mod sync;
 
 #[cfg(test)]
-mod percpu_tests;
-#[cfg(test)]
 mod tests;
 
 pub use bootstrap::BootError;
@@ -126,5 +156,5 @@ pub use page::{
     FrameError, FrameInfo, PageAllocator, PageDescriptor, PageOwner, PageState, PageStats,
     PhysRegion, Zone,
 };
-pub use platform::{CpuLocal, MapError, PAGE_SIZE, PhysAddr, Platform};
+pub use platform::{CpuLocal, InterruptControl, MapError, PAGE_SIZE, PhysAddr, Platform};
 pub use range::{RangeError, RangeFlags, RangeInfo, RangeKind, RangeStats};

@@ -4,9 +4,8 @@
 //! tables; the hosted build (`hosted.rs`) implements it over an arena of host memory
 //! so that the very same allocator code runs in unit tests, under Miri and in
 //! benchmarks. The per-CPU part of the seam (the interrupt guard, which CPU am I,
-//! run-on-every-CPU) is [`crate::sync::InterruptControl`] and [`CpuLocal`].
-
-use crate::sync::InterruptControl;
+//! run-on-every-CPU) is [`InterruptControl`] and [`CpuLocal`], also here: the spinlocks
+//! of [`crate::sync`] are generic over the first.
 
 /// Size of a page frame and of the unit of the range allocator.
 pub const PAGE_SIZE: usize = 4096;
@@ -136,4 +135,62 @@ pub unsafe trait CpuLocal: InterruptControl {
     /// (2.4's `smp_call_function` with `wait`, plus the local call). Called with
     /// interrupts on, and with no lock held that `f` takes.
     fn on_each_cpu(f: &(dyn Fn(usize) + Sync));
+}
+
+/// Turning local interrupts off and back on: what a lock must disable in the kernel.
+///
+/// # Safety
+///
+/// Implementors guarantee that between `disable()` and the matching `restore()` the
+/// current CPU runs no interrupt handler that can reach `mm` (the kernel: `cli`), or that
+/// no such handler exists at all (a hosted process, [`NoInterrupts`]). Later layers (the
+/// per-CPU caches) rely on this for memory safety, not just for freedom from deadlock.
+pub unsafe trait InterruptControl {
+    /// What `disable` saw, to be given back to `restore` (the kernel: RFLAGS.IF).
+    type State: Copy;
+
+    /// Disables local interrupts and returns the previous state.
+    fn disable() -> Self::State;
+
+    /// Puts back the state that the matching `disable` returned.
+    ///
+    /// # Safety
+    ///
+    /// `state` comes from the most recent `disable` on this CPU not yet restored (calls
+    /// nest like brackets). Restoring anything else could turn interrupts on inside a
+    /// section that relies on them being off.
+    unsafe fn restore(state: Self::State);
+
+    /// Called on every turn of a spin-wait with interrupts possibly off. The kernel
+    /// answers TLB shootdowns here (see [`crate::Platform::flush_remote_tlbs`]), so that
+    /// a CPU that waits for a lock with interrupts off never stalls the CPU holding it.
+    fn relax() {
+        core::hint::spin_loop();
+    }
+}
+
+/// For hosted code and tests: there are no interrupts, nothing to disable.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoInterrupts;
+
+// SAFETY: a host thread runs no interrupt handler that can reach `mm`, so there is
+// nothing to disable (`InterruptControl`'s second case). The kernel must not use this.
+unsafe impl InterruptControl for NoInterrupts {
+    type State = ();
+
+    fn disable() {}
+
+    unsafe fn restore(_state: ()) {}
+}
+
+// SAFETY: `CPUS` is 0: no per-CPU cache is ever made, so the other two are never used
+// for one (and `on_each_cpu` has no CPU to run on).
+unsafe impl CpuLocal for NoInterrupts {
+    const CPUS: usize = 0;
+
+    fn current_cpu() -> usize {
+        0
+    }
+
+    fn on_each_cpu(_f: &(dyn Fn(usize) + Sync)) {}
 }

@@ -51,63 +51,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64};
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicBool, AtomicU64};
 
-/// Turning local interrupts off and back on: what a lock must disable in the kernel.
-///
-/// # Safety
-///
-/// Implementors guarantee that between `disable()` and the matching `restore()` the
-/// current CPU runs no interrupt handler that can reach `mm` (the kernel: `cli`), or that
-/// no such handler exists at all (a hosted process, [`NoInterrupts`]). Later layers (the
-/// per-CPU caches) rely on this for memory safety, not just for freedom from deadlock.
-pub unsafe trait InterruptControl {
-    /// What `disable` saw, to be given back to `restore` (the kernel: RFLAGS.IF).
-    type State: Copy;
-
-    /// Disables local interrupts and returns the previous state.
-    fn disable() -> Self::State;
-
-    /// Puts back the state that the matching `disable` returned.
-    ///
-    /// # Safety
-    ///
-    /// `state` comes from the most recent `disable` on this CPU not yet restored (calls
-    /// nest like brackets). Restoring anything else could turn interrupts on inside a
-    /// section that relies on them being off.
-    unsafe fn restore(state: Self::State);
-
-    /// Called on every turn of a spin-wait with interrupts possibly off. The kernel
-    /// answers TLB shootdowns here (see [`crate::Platform::flush_remote_tlbs`]), so that
-    /// a CPU that waits for a lock with interrupts off never stalls the CPU holding it.
-    fn relax() {
-        core::hint::spin_loop();
-    }
-}
-
-/// For hosted code and tests: there are no interrupts, nothing to disable.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoInterrupts;
-
-// SAFETY: a host thread runs no interrupt handler that can reach `mm`, so there is
-// nothing to disable (`InterruptControl`'s second case). The kernel must not use this.
-unsafe impl InterruptControl for NoInterrupts {
-    type State = ();
-
-    fn disable() {}
-
-    unsafe fn restore(_state: ()) {}
-}
-
-// SAFETY: `CPUS` is 0: no per-CPU cache is ever made, so the other two are never used
-// for one (and `on_each_cpu` has no CPU to run on).
-unsafe impl crate::platform::CpuLocal for NoInterrupts {
-    const CPUS: usize = 0;
-
-    fn current_cpu() -> usize {
-        0
-    }
-
-    fn on_each_cpu(_f: &(dyn Fn(usize) + Sync)) {}
-}
+/// Re-exported: the lock is generic over the platform's interrupt control.
+pub use crate::platform::{InterruptControl, NoInterrupts};
 
 /// A test-and-test-and-set spinlock that disables interrupts (as `I` means it) while
 /// held. See the [module docs](self).

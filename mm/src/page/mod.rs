@@ -372,4 +372,4 @@ impl<'m> PageAllocator<'m> {
 }
 
 #[cfg(test)]
-mod tests;
+mod page_tests;

@@ -66,7 +66,7 @@ mod shrink;
 mod types;
 
 #[cfg(test)]
-mod tests;
+mod range_tests;
 
 pub(crate) use backing::Backing;
 pub use cache::OBJECTS_PER_SLAB;

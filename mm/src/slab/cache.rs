@@ -32,17 +32,28 @@ use super::geometry::Geometry;
 use super::list::SlabList;
 use super::owner::OwnerTable;
 use super::{Constructor, Destructor, SlabError};
-use crate::percpu::CpuCaches;
-use crate::platform::CpuLocal;
-use crate::platform::PAGE_SIZE;
+use crate::platform::{InterruptControl, PAGE_SIZE};
 use crate::sync::SpinLock;
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicPtr;
 
+/// What the layer above keeps in every cache descriptor, made with the cache: the
+/// per-CPU arrays and their parameters (2.4 keeps `cpudata[]` in `kmem_cache_t` too).
+/// The slab layer never looks inside; `()` when nothing sits above it.
+pub trait CacheFront: Send + Sync + Sized {
+    /// The front part of a new cache whose slots are `slot` bytes, with or without the
+    /// debug checks (red zones, poisoning).
+    fn new(slot: usize, debug: bool) -> Self;
+}
+
+impl CacheFront for () {
+    fn new(_slot: usize, _debug: bool) {}
+}
+
 /// A cache descriptor. Lives in an object of the cache of caches (`kmem_cache`), which
 /// is itself described by one of these, found in its own first slab (see the bootstrap
-/// in `allocator.rs`).
-pub struct SlabCache<I: CpuLocal> {
+/// in `caches.rs`).
+pub struct SlabCache<I: InterruptControl, F: CacheFront> {
     /// Shown by slabinfo and in error reports.
     pub name: &'static str,
     /// The shape of the slabs.
@@ -53,26 +64,26 @@ pub struct SlabCache<I: CpuLocal> {
     pub dtor: Option<Destructor>,
     /// Off-slab caches: the cache their slab descriptors come from (always an on-slab
     /// cache, so growing it never needs a descriptor from elsewhere: no recursion).
-    pub desc_cache: Option<NonNull<SlabCache<I>>>,
+    pub desc_cache: Option<NonNull<SlabCache<I, F>>>,
     /// One of kmalloc's general caches: `kfree` accepts its objects (and only theirs).
     pub general: bool,
-    /// The per-CPU arrays and their parameters (layer 1, `percpu.rs`).
-    pub cpu: CpuCaches,
+    /// What the layer above keeps here (the per-CPU arrays).
+    pub front: F,
     /// The mutable part, behind the cache's lock.
     pub state: SpinLock<CacheState, I>,
     /// The next cache on the cache chain (changed under the chain lock only).
-    pub chain_next: AtomicPtr<SlabCache<I>>,
+    pub chain_next: AtomicPtr<SlabCache<I, F>>,
     /// The previous cache on the cache chain (changed under the chain lock only).
-    pub chain_prev: AtomicPtr<SlabCache<I>>,
+    pub chain_prev: AtomicPtr<SlabCache<I, F>>,
 }
 
 // SAFETY: the mutable state is behind the spinlock; the rest is immutable after
 // publication. `desc_cache` points to a cache descriptor that outlives this one (general
 // caches are never destroyed) and is itself `Sync`. So the descriptor may be shared and
 // sent between CPUs.
-unsafe impl<I: CpuLocal> Sync for SlabCache<I> {}
+unsafe impl<I: InterruptControl, F: CacheFront> Sync for SlabCache<I, F> {}
 // SAFETY: see `Sync`.
-unsafe impl<I: CpuLocal> Send for SlabCache<I> {}
+unsafe impl<I: InterruptControl, F: CacheFront> Send for SlabCache<I, F> {}
 
 /// Counters kept under the cache lock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,17 +149,17 @@ pub enum FreeFault {
     OtherOwner(*mut u8),
 }
 
-impl<I: CpuLocal> SlabCache<I> {
+impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
     /// A cache descriptor with no slabs.
     pub fn new(
         name: &'static str,
         geo: Geometry,
         ctor: Option<Constructor>,
         dtor: Option<Destructor>,
-        desc_cache: Option<NonNull<SlabCache<I>>>,
+        desc_cache: Option<NonNull<SlabCache<I, F>>>,
         general: bool,
     ) -> Self {
-        let cpu = CpuCaches::new(geo.slot, geo.red_zone() || geo.poison());
+        let front = F::new(geo.slot, geo.red_zone() || geo.poison());
         Self {
             name,
             geo,
@@ -156,7 +167,7 @@ impl<I: CpuLocal> SlabCache<I> {
             dtor,
             desc_cache,
             general,
-            cpu,
+            front,
             state: SpinLock::new(CacheState::default()),
             chain_next: AtomicPtr::new(core::ptr::null_mut()),
             chain_prev: AtomicPtr::new(core::ptr::null_mut()),

@@ -4,7 +4,7 @@
 //! The head is a plain pointer to the first slab, and the first slab's `prev` is `None`:
 //! nothing points back at the head. That is what lets a cache descriptor (which holds
 //! three of these heads) be *moved* in memory, which the bootstrap of the cache of caches
-//! does (see `allocator.rs`); a circular 2.4 list would leave the slabs pointing at the
+//! does (see `caches.rs`); a circular 2.4 list would leave the slabs pointing at the
 //! old place of the head.
 //!
 //! Invariant: every slab on a list is a live, initialised descriptor whose links only

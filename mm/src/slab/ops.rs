@@ -4,17 +4,17 @@
 //!
 //! They live in [`Core`], which needs only the backend and the owner table, not the
 //! allocator object: that is what lets the cache of caches be grown before the allocator
-//! exists (the bootstrap, in `allocator.rs`).
+//! exists (the bootstrap, in `caches.rs`).
 //!
 //! Concurrency: see the lock order in the [module docs](super). These methods take a
 //! cache lock for short sections and never hold it across a call to the backend, a
 //! constructor, a destructor, the reporter, or another cache's lock.
 
-use super::cache::{FreeFault, SlabCache, Taken};
+use super::cache::{CacheFront, FreeFault, SlabCache, Taken};
 use super::descriptor::Slab;
-use super::owner::{LARGE, OwnerTable, PageEntry};
+use super::owner::{LARGE, OwnerTable};
 use super::{SlabBackend, SlabError, SlabFlags};
-use crate::platform::CpuLocal;
+use crate::platform::InterruptControl;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
@@ -23,18 +23,18 @@ use core::sync::atomic::Ordering;
 pub struct SlabOptions {
     /// The global debug switch: every cache created while it is on (the general caches
     /// included, when given here) gets red zones and poisoning. See also
-    /// [`SlabAllocator::set_debug`](super::SlabAllocator::set_debug).
+    /// [`SlabCaches::set_debug`](super::SlabCaches::set_debug).
     pub debug: bool,
     /// Called with every error detected (bad frees, damaged red zones or poison), with no
     /// cache lock held (the chain lock may be: errors found while `reap` unmakes slabs).
     /// The kernel's prints to the serial console; it must not create or destroy caches.
     pub reporter: Option<fn(&SlabError)>,
-    /// Start with the per-CPU layer off (see
-    /// [`SlabAllocator::set_per_cpu`](super::SlabAllocator::set_per_cpu)).
+    /// Start with the per-CPU layer off. Read by that layer (`crate::percpu`), which
+    /// passes these options down; the slab layer itself has no use for it.
     pub no_per_cpu: bool,
 }
 
-/// Where an object lies: see [`SlabAllocator::object_info`](super::SlabAllocator::object_info).
+/// Where an object lies: see [`SlabCaches::object_info`](super::SlabCaches::object_info).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
     /// The cache that owns it.
@@ -54,20 +54,23 @@ pub struct ObjectInfo {
 }
 
 /// The operations on one cache, and what they need. See the [module docs](self).
-pub(crate) struct Core<B: SlabBackend> {
+pub(super) struct Core<B: SlabBackend> {
     pub backend: B,
     pub owners: OwnerTable,
     reporter: Option<fn(&SlabError)>,
 }
 
 /// What the owner table says about an address, read without a lock.
-pub(crate) enum Owner<'a, I: CpuLocal> {
+pub enum Owner<'a, I: InterruptControl, F: CacheFront> {
     /// Not a slab page nor a large kmalloc.
     Nothing,
     /// The first page of a large kmalloc.
-    Large(&'a PageEntry),
+    Large {
+        /// The start of its run of pages.
+        start: usize,
+    },
     /// A page of a slab of this cache (to be confirmed under its lock).
-    Cache(&'a SlabCache<I>),
+    Cache(&'a SlabCache<I, F>),
 }
 
 impl<B: SlabBackend> Core<B> {
@@ -87,7 +90,10 @@ impl<B: SlabBackend> Core<B> {
     }
 
     /// One object of `cache` (2.4's `kmem_cache_alloc`).
-    pub fn alloc<I: CpuLocal>(&self, cache: &SlabCache<I>) -> Result<NonNull<u8>, SlabError> {
+    pub fn alloc<I: InterruptControl, F: CacheFront>(
+        &self,
+        cache: &SlabCache<I, F>,
+    ) -> Result<NonNull<u8>, SlabError> {
         loop {
             let taken = cache.take(&mut cache.state.lock());
             match taken {
@@ -101,9 +107,9 @@ impl<B: SlabBackend> Core<B> {
     /// Up to `out.len()` objects of `cache`, taking its lock once (and once more after
     /// each slab it has to grow). Returns how many were stored at the front of `out`:
     /// fewer only when memory ran out after at least one, `Err` when none could be had.
-    pub fn alloc_batch<I: CpuLocal>(
+    pub fn alloc_batch<I: InterruptControl, F: CacheFront>(
         &self,
-        cache: &SlabCache<I>,
+        cache: &SlabCache<I, F>,
         out: &mut [*mut u8],
     ) -> Result<usize, SlabError> {
         let mut n = 0;
@@ -140,7 +146,11 @@ impl<B: SlabBackend> Core<B> {
 
     /// Frees `addr` into `cache` (2.4's `kmem_cache_free`), with every check of
     /// `SlabCache::give_back`.
-    pub fn free<I: CpuLocal>(&self, cache: &SlabCache<I>, addr: usize) -> Result<(), SlabError> {
+    pub fn free<I: InterruptControl, F: CacheFront>(
+        &self,
+        cache: &SlabCache<I, F>,
+        addr: usize,
+    ) -> Result<(), SlabError> {
         let result = cache.give_back(&mut cache.state.lock(), &self.owners, addr);
         result.map_err(|fault| self.fail(cache, fault, addr))
     }
@@ -148,9 +158,9 @@ impl<B: SlabBackend> Core<B> {
     /// Frees the objects of `objs` into `cache` under one acquisition of its lock
     /// (re-taken only after an error, to report it unlocked). Every valid object is
     /// freed; the first error is returned.
-    pub fn free_batch<I: CpuLocal>(
+    pub fn free_batch<I: InterruptControl, F: CacheFront>(
         &self,
-        cache: &SlabCache<I>,
+        cache: &SlabCache<I, F>,
         objs: &[*mut u8],
     ) -> Result<(), SlabError> {
         let mut first_error = None;
@@ -177,7 +187,12 @@ impl<B: SlabBackend> Core<B> {
     }
 
     /// Turns a fault of `give_back` into the error, reports it, and returns it.
-    fn fail<I: CpuLocal>(&self, cache: &SlabCache<I>, fault: FreeFault, addr: usize) -> SlabError {
+    fn fail<I: InterruptControl, F: CacheFront>(
+        &self,
+        cache: &SlabCache<I, F>,
+        fault: FreeFault,
+        addr: usize,
+    ) -> SlabError {
         let error = match fault {
             FreeFault::Error(error) => error,
             FreeFault::OtherOwner(owner) => {
@@ -189,7 +204,7 @@ impl<B: SlabBackend> Core<B> {
                     // descriptor is freed, and a concurrent destroy of the cache owning
                     // the page is outside the contract (module docs). `name` is
                     // immutable after creation.
-                    unsafe { owner.cast::<SlabCache<I>>().as_ref() }.map_or("?", |c| c.name)
+                    unsafe { owner.cast::<SlabCache<I, F>>().as_ref() }.map_or("?", |c| c.name)
                 };
                 cache.state.lock().counters.errors += 1;
                 SlabError::WrongCache {
@@ -204,7 +219,7 @@ impl<B: SlabBackend> Core<B> {
     }
 
     /// The owner of the page of `addr`, read without a lock (see `owner.rs`).
-    pub fn owner<I: CpuLocal>(&self, addr: usize) -> Owner<'_, I> {
+    pub fn owner<I: InterruptControl, F: CacheFront>(&self, addr: usize) -> Owner<'_, I, F> {
         let Some(entry) = self.owners.entry(addr) else {
             return Owner::Nothing;
         };
@@ -212,28 +227,63 @@ impl<B: SlabBackend> Core<B> {
         if cache.is_null() {
             Owner::Nothing
         } else if cache == LARGE {
-            Owner::Large(entry)
+            Owner::Large {
+                start: entry.slab.load(Ordering::Relaxed).addr(),
+            }
         } else {
             // SAFETY: as in `fail`: a cache named by the owner table is alive unless it is
             // being destroyed while someone frees into it, which the contract excludes.
             // Callers confirm the entry under the cache's lock before trusting the slab.
-            Owner::Cache(unsafe { &*cache.cast::<SlabCache<I>>() })
+            Owner::Cache(unsafe { &*cache.cast::<SlabCache<I, F>>() })
         }
+    }
+
+    /// The checks of a free that does not reach the slab (the per-CPU layer's), reading
+    /// only the owner table: its entry must name `cache`, and `addr` must start an
+    /// object. With the descriptor on the slab, the objects' start follows from the
+    /// entry's slab pointer (`s_mem` is the descriptor plus `desc_area`), so the check is
+    /// exact; off the slab, only the objects' alignment is checked.
+    #[inline]
+    pub fn looks_like_object<I: InterruptControl, F: CacheFront>(
+        &self,
+        cache: &SlabCache<I, F>,
+        addr: usize,
+    ) -> bool {
+        let Some(entry) = self.owners.entry(addr) else {
+            return false;
+        };
+        if entry.cache.load(Ordering::Acquire) != cache.as_owner() {
+            return false;
+        }
+        let geo = &cache.geo;
+        if geo.off_slab {
+            return addr.is_multiple_of(geo.align);
+        }
+        // A valid object's page cannot change hands while the object is allocated, so
+        // the slab word matches the cache word; for a bad pointer a stale pair only makes
+        // this guess wrong, and the slab path (or the flush) judges it under the lock.
+        let first = entry.slab.load(Ordering::Relaxed).addr() + geo.desc_area + geo.lead;
+        addr.checked_sub(first)
+            .and_then(|offset| geo.index_of(offset))
+            .is_some()
     }
 
     /// Frees `addr` into the general cache that owns its page (`kfree` of a slab
     /// object). An object of any other cache is a `WrongCache` error (2.4's `kfree` did
     /// not check; freeing, say, a cache descriptor that way would be a disaster).
     /// `Err(None)` when the page is the first page of a large kmalloc.
-    pub fn free_any<I: CpuLocal>(&self, addr: usize) -> Result<(), Option<SlabError>> {
+    pub fn free_any<I: InterruptControl, F: CacheFront>(
+        &self,
+        addr: usize,
+    ) -> Result<(), Option<SlabError>> {
         loop {
-            let cache = match self.owner::<I>(addr) {
+            let cache = match self.owner::<I, F>(addr) {
                 Owner::Nothing => {
                     let error = SlabError::InvalidFree { cache: None, addr };
                     self.report(&error);
                     return Err(Some(error));
                 }
-                Owner::Large(_) => return Err(None),
+                Owner::Large { .. } => return Err(None),
                 Owner::Cache(cache) => cache,
             };
             let mut st = cache.state.lock();
@@ -265,9 +315,12 @@ impl<B: SlabBackend> Core<B> {
     }
 
     /// Where `addr` lies, if in an object of a slab.
-    pub fn object_info<I: CpuLocal>(&self, addr: usize) -> Option<ObjectInfo> {
+    pub fn object_info<I: InterruptControl, F: CacheFront>(
+        &self,
+        addr: usize,
+    ) -> Option<ObjectInfo> {
         loop {
-            let Owner::Cache(cache) = self.owner::<I>(addr) else {
+            let Owner::Cache(cache) = self.owner::<I, F>(addr) else {
                 return None;
             };
             let st = cache.state.lock();
@@ -303,7 +356,10 @@ impl<B: SlabBackend> Core<B> {
     /// Adds a slab to `cache` (2.4's `kmem_cache_grow`). The cache lock is taken only to
     /// pick the colour and to link the new slab; the pages, the descriptor and the
     /// constructors are dealt with unlocked.
-    pub fn grow<I: CpuLocal>(&self, cache: &SlabCache<I>) -> Result<(), SlabError> {
+    pub fn grow<I: InterruptControl, F: CacheFront>(
+        &self,
+        cache: &SlabCache<I, F>,
+    ) -> Result<(), SlabError> {
         let geo = &cache.geo;
         let colour = {
             let mut st = cache.state.lock();
@@ -331,9 +387,9 @@ impl<B: SlabBackend> Core<B> {
 
     /// Pages, descriptor and objects of a new slab, coloured by `colour` bytes; nothing
     /// links to it yet.
-    fn make_slab<I: CpuLocal>(
+    fn make_slab<I: InterruptControl, F: CacheFront>(
         &self,
-        cache: &SlabCache<I>,
+        cache: &SlabCache<I, F>,
         colour: usize,
     ) -> Result<(Slab, usize), SlabError> {
         let geo = &cache.geo;
@@ -373,7 +429,7 @@ impl<B: SlabBackend> Core<B> {
 
     /// Gives back every free slab of `cache` (2.4's `kmem_cache_shrink`); returns the
     /// pages released.
-    pub fn shrink<I: CpuLocal>(&self, cache: &SlabCache<I>) -> usize {
+    pub fn shrink<I: InterruptControl, F: CacheFront>(&self, cache: &SlabCache<I, F>) -> usize {
         let mut list = {
             let mut st = cache.state.lock();
             let list = core::mem::take(&mut st.free);
@@ -395,7 +451,11 @@ impl<B: SlabBackend> Core<B> {
     /// # Safety
     ///
     /// `slab` is a slab of `cache` that is on no list and has no owner-table entries.
-    pub unsafe fn unmake_slab<I: CpuLocal>(&self, cache: &SlabCache<I>, slab: Slab) {
+    pub unsafe fn unmake_slab<I: InterruptControl, F: CacheFront>(
+        &self,
+        cache: &SlabCache<I, F>,
+        slab: Slab,
+    ) {
         let mut errors = 0;
         // SAFETY: ours alone (caller).
         unsafe {

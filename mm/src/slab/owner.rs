@@ -115,6 +115,41 @@ impl OwnerTable {
         }
     }
 
+    /// Marks the page of `addr` as the first of a large block whose run starts at `base`
+    /// (its entry: `LARGE`, then the run's start). False when `addr` is outside the
+    /// window.
+    pub fn mark_large(&self, addr: usize, base: *mut u8) -> bool {
+        let Some(entry) = self.entry(addr) else {
+            return false;
+        };
+        entry.slab.store(base, Ordering::Relaxed);
+        entry.cache.store(LARGE, Ordering::Release);
+        true
+    }
+
+    /// Claims the large block marked at the page-aligned `addr` by compare-and-swap (of
+    /// two racing claims, one wins) and returns the start of its run.
+    pub fn claim_large(&self, addr: usize) -> Option<usize> {
+        let entry = self
+            .entry(addr)
+            .filter(|_| addr.is_multiple_of(PAGE_SIZE))?;
+        entry
+            .cache
+            .compare_exchange(
+                LARGE,
+                core::ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        Some(
+            entry
+                .slab
+                .swap(core::ptr::null_mut(), Ordering::Relaxed)
+                .addr(),
+        )
+    }
+
     /// Forgets the `pages` pages from `start` (a slab unlinked, under its cache's lock).
     pub fn clear(&self, start: usize, pages: usize) {
         self.set(start, pages, core::ptr::null_mut(), core::ptr::null_mut());

@@ -1,31 +1,14 @@
-//! Per-cache statistics and the Linux 2.4 `/proc/slabinfo` format.
-//!
-//! ```text
-//! slabinfo - version: 1.1
-//! kmem_cache            29     36    384    3    3    1
-//! size-32              118    118     32    1    1    1
-//! ```
-//!
-//! Columns (2.4's `s_show`): name, active objects, total objects, object size (bytes per
-//! slot, red zones and padding included), active slabs (with at least one object
-//! allocated), total slabs, pages per slab; then, after ` : `, the SMP columns `limit`
-//! and `batchcount` of the per-CPU arrays (0 0: none). Objects in per-CPU arrays count as
-//! active, as in 2.4. The `(statistics)` variant adds, after ` : `, 2.4's `STATS`
-//! columns: the high-water mark of active objects, allocations, slabs grown, slabs
-//! reaped (by shrink, reap or destroy), errors detected; then, after ` : `, the SMP
-//! ones summed over the CPUs: `allochit allocmiss freehit freemiss`, and two of ours:
-//! objects sitting in per-CPU arrays now, and acquisitions of the cache's lock.
+//! [`SlabStats`]: a snapshot of one cache's slabs and counters, what 2.4's
+//! `/proc/slabinfo` shows of the slab layer (the per-CPU layer adds its own columns and
+//! writes the table: `percpu/slabinfo.rs`).
 
-use super::allocator::SlabAllocator;
-use super::cache::{CacheState, SlabCache};
-use super::{SlabBackend, SlabFlags};
-use crate::percpu::CpuStats;
-use crate::platform::CpuLocal;
-use core::fmt;
+use super::SlabFlags;
+use super::cache::{CacheFront, CacheState, SlabCache};
+use crate::platform::InterruptControl;
 
 /// A snapshot of one cache's state and counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CacheStats {
+pub struct SlabStats {
     /// The cache's name.
     pub name: &'static str,
     /// The object size asked for at creation.
@@ -70,13 +53,16 @@ pub struct CacheStats {
     pub errors: u64,
     /// Objects set aside because their debug patterns were damaged.
     pub quarantined: usize,
-    /// The per-CPU layer's figures.
-    pub cpu: CpuStats,
+    /// Times the cache's spinlock was taken, for any reason.
+    pub lock_acquisitions: u64,
 }
 
-impl CacheStats {
+impl SlabStats {
     /// The statistics of `cache`, whose locked state is `st`.
-    pub(crate) fn of<I: CpuLocal>(cache: &SlabCache<I>, st: &CacheState) -> Self {
+    pub(super) fn of<I: InterruptControl, F: CacheFront>(
+        cache: &SlabCache<I, F>,
+        st: &CacheState,
+    ) -> Self {
         let geo = &cache.geo;
         let c = &st.counters;
         let active_slabs = st.full.len() + st.partial.len();
@@ -104,69 +90,7 @@ impl CacheStats {
             reaped: c.reaped,
             errors: c.errors,
             quarantined: c.quarantined,
-            cpu: CpuStats::default(),
+            lock_acquisitions: cache.state.acquisitions(),
         }
-    }
-
-    /// Writes this cache's slabinfo line (with the statistics columns if asked).
-    pub fn write_slabinfo_line(&self, w: &mut impl fmt::Write, statistics: bool) -> fmt::Result {
-        write!(
-            w,
-            "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} {:>4}",
-            self.name,
-            self.active_objs,
-            self.total_objs,
-            self.slot_size,
-            self.active_slabs,
-            self.total_slabs,
-            self.pages_per_slab
-        )?;
-        write!(w, " : {:>4} {:>3}", self.cpu.limit, self.cpu.batchcount)?;
-        if statistics {
-            let c = &self.cpu.counters;
-            write!(
-                w,
-                " : {:>6} {:>7} {:>5} {:>4} {:>4} : {:>7} {:>5} {:>7} {:>5} {:>4} {:>6}",
-                self.high,
-                self.allocs,
-                self.grown,
-                self.reaped,
-                self.errors,
-                c.alloc_hit,
-                c.alloc_miss,
-                c.free_hit,
-                c.free_miss,
-                self.cpu.cached,
-                self.cpu.lock_acquisitions
-            )?;
-        }
-        writeln!(w)
-    }
-}
-
-impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
-    /// Writes `/proc/slabinfo` as Linux 2.4 did (version 1.1): a header line, then one
-    /// line per cache, oldest first. Runs under the chain lock, so `w` must not create or
-    /// destroy caches (it may allocate).
-    pub fn slabinfo(&self, w: &mut impl fmt::Write) -> fmt::Result {
-        self.write_slabinfo(w, false)
-    }
-
-    /// [`slabinfo`](Self::slabinfo) with 2.4's statistics columns (header
-    /// `slabinfo - version: 1.1 (statistics)`).
-    pub fn slabinfo_statistics(&self, w: &mut impl fmt::Write) -> fmt::Result {
-        self.write_slabinfo(w, true)
-    }
-
-    fn write_slabinfo(&self, w: &mut impl fmt::Write, statistics: bool) -> fmt::Result {
-        let suffix = if statistics { " (statistics)" } else { "" };
-        writeln!(w, "slabinfo - version: 1.1{suffix}")?;
-        let mut result = Ok(());
-        self.for_each_stats(|stats| {
-            if result.is_ok() {
-                result = stats.write_slabinfo_line(w, statistics);
-            }
-        });
-        result
     }
 }

@@ -1,18 +1,19 @@
 //! Tests of kmalloc, kfree, ksize and the `GlobalAlloc` front end (`crate::kmalloc`).
 
-use super::tests::{TestSlab, record, reports};
 use super::*;
 use crate::hosted::{HostedLayout, HostedMachine};
 use crate::kmalloc::{Gfp, KMALLOC_MAX, KernelAllocator, size_class};
 use crate::page::DMA_LIMIT;
 use crate::platform::{PAGE_SIZE, Platform};
+use crate::slab::slab_tests::{TestSlab, record, reports};
+use crate::slab::*;
 use crate::sync::NoInterrupts;
 use crate::tests::{HostedHeap, snapshot};
 use core::alloc::{GlobalAlloc, Layout};
 use std::vec::Vec;
 
 fn start<'h, 'm>(heap: &'h HostedHeap<'m>) -> TestSlab<'h, 'm> {
-    SlabAllocator::new(
+    Kmalloc::new(
         heap,
         SlabOptions {
             debug: false,
@@ -72,7 +73,7 @@ fn kmalloc_takes_the_smallest_class_and_aligns_to_it() {
             0,
             "kmalloc({size}) misaligned"
         );
-        let info = slab.object_info(p.addr().get()).unwrap();
+        let info = slab.caches().object_info(p.addr().get()).unwrap();
         assert_eq!(info.cache, std::format!("size-{class}"));
         // SAFETY: `class` usable bytes, ours.
         unsafe { p.write_bytes(0x5a, class) };
@@ -82,7 +83,7 @@ fn kmalloc_takes_the_smallest_class_and_aligns_to_it() {
         // SAFETY: from kmalloc, not used after.
         unsafe { slab.kfree(p.as_ptr()) }.unwrap();
     }
-    slab.check_invariants();
+    slab.caches().check_invariants();
 }
 
 #[test]
@@ -102,7 +103,7 @@ fn gfp_dma_takes_the_dma_twin() {
     let slab = start(&heap);
     let p = slab.kmalloc(100, Gfp::DMA).unwrap();
     assert_eq!(
-        slab.object_info(p.addr().get()).unwrap().cache,
+        slab.caches().object_info(p.addr().get()).unwrap().cache,
         "size-128(DMA)"
     );
     assert!(heap.platform().translate(p.addr().get()).unwrap().0 < DMA_LIMIT);
@@ -209,7 +210,7 @@ fn kfree_checks_like_cache_free() {
         );
     }
     assert_eq!(slab.ksize(p.as_ptr()), None, "ksize of a free object");
-    assert_eq!(slab.stats_of("size-64").unwrap().errors, 2);
+    assert_eq!(slab.caches().stats_of("size-64").unwrap().slab.errors, 2);
 }
 
 #[test]
@@ -218,10 +219,11 @@ fn kfree_refuses_objects_of_other_caches() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("mine", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let o = cache.alloc().unwrap();
-    let descriptor = slab.cache_cache.as_ptr().cast::<u8>();
+    let descriptor = slab.caches().slab().cache_cache_ptr().as_ptr().cast::<u8>();
     // SAFETY: neither pointer is a kmalloc block: both frees must be refused.
     unsafe {
         let error = slab.kfree(o.as_ptr());
@@ -244,12 +246,15 @@ fn kfree_refuses_objects_of_other_caches() {
         );
         cache.free(o).unwrap();
     }
-    assert_eq!(cache.stats().errors, 1);
+    assert_eq!(cache.stats().slab.errors, 1);
     // Nobody else can make a cache that kfree accepts.
     let general = SlabFlags::from_bits(1 << 31);
-    let refused = slab.create_cache("fake", 64, 0, general, None, None).err();
+    let refused = slab
+        .caches()
+        .create_cache("fake", 64, 0, general, None, None)
+        .err();
     assert_eq!(refused, Some(SlabError::InvalidFlags { flags: general }));
-    slab.check_invariants();
+    slab.caches().check_invariants();
 }
 
 #[test]
@@ -327,7 +332,7 @@ fn global_alloc_honours_every_alignment_and_realloc_keeps_the_bytes() {
         assert_eq!(slab.ksize(q), Some(1024));
         slab.dealloc(q, Layout::from_size_align(1000, 8).unwrap());
     }
-    slab.check_invariants();
+    slab.caches().check_invariants();
     assert!(reports().is_empty());
 }
 
@@ -345,7 +350,10 @@ fn the_kernel_allocator_is_null_until_started() {
     unsafe {
         let p = global.alloc(layout);
         assert!(!p.is_null());
-        assert_eq!(slab.object_info(p.addr()).unwrap().cache, "size-64");
+        assert_eq!(
+            slab.caches().object_info(p.addr()).unwrap().cache,
+            "size-64"
+        );
         global.dealloc(p, layout);
     }
     assert!(core::ptr::eq(global.get().unwrap(), slab));

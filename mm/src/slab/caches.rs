@@ -1,111 +1,94 @@
-//! [`SlabAllocator`]: the slab layer as one object. It owns the operations' [`Core`]
-//! (backend and owner table), the cache of caches and the cache chain; it bootstraps,
-//! and creates, destroys and reaps caches.
+//! [`SlabCaches`]: layer 2 as one object. It owns the operations' [`Core`] (backend and
+//! owner table), the cache of caches, the cache chain and the general caches; it
+//! bootstraps, creates, destroys, shrinks and reaps caches, and allocates and frees
+//! objects straight from the slabs.
 //!
-//! Concurrency: see the lock order in the [module docs](super). The chain lock is taken
-//! by create, destroy, reap, tuning and the walks (statistics, checks), never on the
-//! allocation or free path (except [`SlabAllocator::reclaim`], which only tries it), and
-//! a cache lock may be taken under it, never the other way round. It leaves interrupts
-//! on: it is held across `on_each_cpu` (draining the per-CPU arrays), and a CPU waiting
-//! for it must still answer that IPI. So no interrupt handler may wait for it.
+//! It knows nothing of the layer above except that every cache descriptor carries a
+//! [`CacheFront`] for it (the per-CPU arrays, 2.4's `cpudata[]` in `kmem_cache_t`),
+//! which it creates with the cache and otherwise leaves alone. The slab layer alone is
+//! `SlabCaches<B, I, ()>`.
 
-use super::cache::SlabCache;
+use super::cache::{CacheFront, SlabCache, Taken};
+use super::chain::{Chain, Walk};
+use super::general::SizeClass;
 use super::geometry::Geometry;
-use super::handle::Cache;
 use super::list::SlabList;
-use super::ops::{Core, ObjectInfo, SlabOptions};
-use super::stats::CacheStats;
-use super::{Constructor, Destructor, SlabBackend, SlabError, SlabFlags};
-use crate::kmalloc::{KMALLOC_CLASSES, SizeClass};
-use crate::platform::CpuLocal;
-use crate::platform::PAGE_SIZE;
-use crate::sync::{NoInterrupts, SpinLock};
+use super::ops::{Core, ObjectInfo, Owner, SlabOptions};
+use super::stats::SlabStats;
+use super::{Constructor, Destructor, KMALLOC_CLASSES, SlabBackend, SlabError, SlabFlags};
+use crate::platform::{InterruptControl, NoInterrupts, PAGE_SIZE};
+use crate::sync::SpinLock;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-/// The list of all caches, oldest first (2.4's `cache_chain`).
-struct Chain<I: CpuLocal> {
-    first: Option<NonNull<SlabCache<I>>>,
-    last: Option<NonNull<SlabCache<I>>>,
-}
-
-// SAFETY: the chain points to cache descriptors, which are `Sync`; it is only walked or
-// changed under the chain lock.
-unsafe impl<I: CpuLocal> Send for Chain<I> {}
-
-fn ptr_of<I: CpuLocal>(cache: Option<NonNull<SlabCache<I>>>) -> *mut SlabCache<I> {
-    cache.map_or(core::ptr::null_mut(), NonNull::as_ptr)
-}
-
 /// The slab layer: see the [module docs](super).
 ///
-/// `B` is what it gets pages from (`&Heap`), `I` what its locks disable
-/// ([`crate::sync::NoInterrupts`] hosted, the kernel's `cli`/`popf` type in the kernel).
-pub struct SlabAllocator<B: SlabBackend, I: CpuLocal> {
-    pub(crate) core: Core<B>,
+/// `B` is what it gets pages from (`&Heap`), `I` what its cache locks disable
+/// ([`NoInterrupts`] hosted, the kernel's `cli`/`popf` type in the kernel), `F` what the
+/// layer above keeps in every cache descriptor.
+pub struct SlabCaches<B: SlabBackend, I: InterruptControl, F: CacheFront> {
+    core: Core<B>,
     /// `kmem_cache`, whose first object is its own descriptor.
-    pub(super) cache_cache: NonNull<SlabCache<I>>,
-    chain: SpinLock<Chain<I>, NoInterrupts>,
-    /// The general caches (kmalloc).
-    pub(crate) sizes: [SizeClass<I>; KMALLOC_CLASSES],
+    cache_cache: NonNull<SlabCache<I, F>>,
+    pub(super) chain: SpinLock<Chain<I, F>, NoInterrupts>,
+    /// The general caches.
+    pub(super) sizes: [SizeClass<I, F>; KMALLOC_CLASSES],
     debug: AtomicBool,
-    /// The global switch of the per-CPU layer (`percpu.rs`).
-    pub(crate) per_cpu: AtomicBool,
 }
 
-// SAFETY: the allocator's pointers are to cache descriptors (`Sync`, alive as long as the
-// allocator, or until destroyed through the chain lock); everything mutable is behind a
+// SAFETY: the slab layer's pointers are to cache descriptors (`Sync`, alive as long as
+// it is, or until destroyed through the chain lock); everything mutable is behind a
 // lock or atomic. So it may be shared and moved between CPUs, and kept in a static.
-unsafe impl<B: SlabBackend + Send, I: CpuLocal> Send for SlabAllocator<B, I> {}
+unsafe impl<B: SlabBackend + Send, I: InterruptControl, F: CacheFront> Send
+    for SlabCaches<B, I, F>
+{
+}
 // SAFETY: see `Send`.
-unsafe impl<B: SlabBackend, I: CpuLocal> Sync for SlabAllocator<B, I> {}
+unsafe impl<B: SlabBackend, I: InterruptControl, F: CacheFront> Sync for SlabCaches<B, I, F> {}
 
-impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
+impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
     /// Starts the slab layer over `backend`: the owner table, the cache of caches (the
-    /// bootstrap in the [module docs](super)), and the general caches of kmalloc. No slab
-    /// is made for them yet except the first slab of `kmem_cache`.
+    /// bootstrap in the [module docs](super)), and the general caches. No slab is made
+    /// for them yet except the first slab of `kmem_cache`.
     pub fn new(backend: B, options: SlabOptions) -> Result<Self, SlabError> {
         let core = Core::new(backend, options.reporter)?;
         let cache_cache = Self::bootstrap(&core)?;
         let mut this = Self {
             core,
             cache_cache,
-            chain: SpinLock::new(Chain {
-                first: None,
-                last: None,
-            }),
+            chain: SpinLock::new(Chain::EMPTY),
             sizes: [const { SizeClass::EMPTY }; KMALLOC_CLASSES],
             debug: AtomicBool::new(options.debug),
-            per_cpu: AtomicBool::new(!options.no_per_cpu),
         };
-        this.link(cache_cache);
+        this.chain.get_mut().push_back(cache_cache);
         this.create_general_caches()?;
         Ok(this)
     }
 
     /// The bootstrap of `kmem_cache`, SOS's `create_cache_of_caches`: see the
     /// [module docs](super).
-    fn bootstrap(core: &Core<B>) -> Result<NonNull<SlabCache<I>>, SlabError> {
+    fn bootstrap(core: &Core<B>) -> Result<NonNull<SlabCache<I, F>>, SlabError> {
         // Not debugged: cache descriptors may be read by a racing bad free after they
         // were freed (see `Core::owner`), so a free descriptor keeps its last contents.
         let flags = SlabFlags::HWCACHE_ALIGN | SlabFlags::NO_REAP;
-        let size = core::mem::size_of::<SlabCache<I>>();
-        let align = core::mem::align_of::<SlabCache<I>>();
+        let size = core::mem::size_of::<SlabCache<I, F>>();
+        let align = core::mem::align_of::<SlabCache<I, F>>();
         let geo = Geometry::compute(size, align, flags, false, 0)?;
         // 1. The descriptor of the cache of caches, in a temporary.
-        let temp = SlabCache::<I>::new("kmem_cache", geo, None, None, None, false);
+        let temp = SlabCache::<I, F>::new("kmem_cache", geo, None, None, None, false);
         // 2. Its first slab; the owner table names the temporary for now.
         core.grow(&temp)?;
         // 3. The real descriptor's home: the first object of that slab.
         let home = match core.alloc(&temp) {
-            Ok(home) => home.cast::<SlabCache<I>>(),
+            Ok(home) => home.cast::<SlabCache<I, F>>(),
             Err(error) => {
                 core.shrink(&temp);
                 return Err(error);
             }
         };
         // 4. Move the descriptor home...
-        // SAFETY: `home` is an object of `kmem_cache`: `size_of::<SlabCache<I>>()` bytes
+        // SAFETY: `home` is an object of `kmem_cache`: `size_of::<SlabCache<I, F>>()` bytes
         // aligned for it, allocated to us.
         unsafe { home.write(temp) };
         // SAFETY: just written.
@@ -125,8 +108,8 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
     }
 
     /// The cache of caches.
-    fn cache_cache(&self) -> &SlabCache<I> {
-        // SAFETY: `kmem_cache` lives as long as the allocator.
+    fn cache_cache(&self) -> &SlabCache<I, F> {
+        // SAFETY: `kmem_cache` lives as long as the slab layer.
         unsafe { self.cache_cache.as_ref() }
     }
 
@@ -145,8 +128,9 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
     /// Creates a cache of `size`-byte objects aligned to `align` (0: a word) (2.4's
     /// `kmem_cache_create`). `ctor` runs on every object when its slab is made, `dtor`
     /// when it is unmade: free objects stay constructed. No memory is taken until the
-    /// first allocation, except the cache's descriptor (from `kmem_cache`).
-    pub fn create_cache(
+    /// first allocation, except the cache's descriptor (from `kmem_cache`). The cache
+    /// lives until [`destroy`](Self::destroy).
+    pub fn create(
         &self,
         name: &'static str,
         size: usize,
@@ -154,16 +138,15 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
         flags: SlabFlags,
         ctor: Option<Constructor>,
         dtor: Option<Destructor>,
-    ) -> Result<Cache<'_, B, I>, SlabError> {
+    ) -> Result<NonNull<SlabCache<I, F>>, SlabError> {
         if flags.contains(SlabFlags::GENERAL) {
             return Err(SlabError::InvalidFlags { flags });
         }
-        let cache = self.create_raw(name, size, align, flags, ctor, dtor)?;
-        Ok(Cache { slab: self, cache })
+        self.create_raw(name, size, align, flags, ctor, dtor)
     }
 
-    /// `create_cache` without the handle (the general caches).
-    pub(crate) fn create_raw(
+    /// [`create`](Self::create), general caches included.
+    pub(super) fn create_raw(
         &self,
         name: &'static str,
         size: usize,
@@ -171,7 +154,7 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
         flags: SlabFlags,
         ctor: Option<Constructor>,
         dtor: Option<Destructor>,
-    ) -> Result<NonNull<SlabCache<I>>, SlabError> {
+    ) -> Result<NonNull<SlabCache<I, F>>, SlabError> {
         let general = flags.contains(SlabFlags::GENERAL);
         let flags = flags.without(SlabFlags::GENERAL);
         let flags = if self.debug() {
@@ -192,121 +175,31 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
         } else {
             None
         };
-        let home = self.core.alloc(self.cache_cache())?.cast::<SlabCache<I>>();
+        let home = self
+            .core
+            .alloc(self.cache_cache())?
+            .cast::<SlabCache<I, F>>();
         // SAFETY: an object of `kmem_cache`, sized and aligned for a descriptor, ours.
         unsafe { home.write(SlabCache::new(name, geo, ctor, dtor, desc_cache, general)) };
-        self.link(home);
+        self.chain.lock().push_back(home);
         Ok(home)
-    }
-
-    /// The general caches that may hold off-slab descriptors: the on-slab, normal-zone
-    /// ones (so that growing one never needs a descriptor from elsewhere).
-    fn desc_caches(&self) -> impl Iterator<Item = (NonNull<SlabCache<I>>, &SlabCache<I>)> + '_ {
-        self.sizes
-            .iter()
-            .filter_map(|class| class.normal)
-            .filter_map(|ptr| {
-                // SAFETY: general caches live as long as the allocator.
-                let cache = unsafe { ptr.as_ref() };
-                (!cache.geo.off_slab).then_some((ptr, cache))
-            })
-    }
-
-    /// The largest descriptor a descriptor cache can hold (0 before the general caches).
-    fn offslab_desc_max(&self) -> usize {
-        self.desc_caches()
-            .map(|(_, c)| c.geo.usable)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// The smallest descriptor cache for `bytes`-byte descriptors.
-    fn desc_cache_for(&self, bytes: usize) -> Option<NonNull<SlabCache<I>>> {
-        self.desc_caches()
-            .find(|(_, c)| c.geo.usable >= bytes)
-            .map(|(ptr, _)| ptr)
-    }
-
-    /// Adds a cache at the end of the chain.
-    fn link(&self, ptr: NonNull<SlabCache<I>>) {
-        let mut chain = self.chain.lock();
-        // SAFETY: `ptr` is a live descriptor; the chain lock protects the links.
-        let cache = unsafe { ptr.as_ref() };
-        cache
-            .chain_next
-            .store(core::ptr::null_mut(), Ordering::Relaxed);
-        cache
-            .chain_prev
-            .store(ptr_of(chain.last), Ordering::Relaxed);
-        match chain.last {
-            // SAFETY: caches on the chain are live.
-            Some(last) => unsafe { last.as_ref() }
-                .chain_next
-                .store(ptr.as_ptr(), Ordering::Relaxed),
-            None => chain.first = Some(ptr),
-        }
-        chain.last = Some(ptr);
-    }
-
-    /// Removes a cache from the chain.
-    fn unlink(&self, ptr: NonNull<SlabCache<I>>) {
-        let mut chain = self.chain.lock();
-        // SAFETY: `ptr` is on the chain, so live; so are its neighbours.
-        let cache = unsafe { ptr.as_ref() };
-        let next = NonNull::new(cache.chain_next.load(Ordering::Relaxed));
-        let prev = NonNull::new(cache.chain_prev.load(Ordering::Relaxed));
-        match prev {
-            // SAFETY: as above.
-            Some(p) => unsafe { p.as_ref() }
-                .chain_next
-                .store(ptr_of(next), Ordering::Relaxed),
-            None => chain.first = next,
-        }
-        match next {
-            // SAFETY: as above.
-            Some(n) => unsafe { n.as_ref() }
-                .chain_prev
-                .store(ptr_of(prev), Ordering::Relaxed),
-            None => chain.last = prev,
-        }
-    }
-
-    /// Calls `f` on every cache, oldest first, under the chain lock (`f` may take the
-    /// cache's lock, but must not create or destroy caches).
-    pub(crate) fn for_each_cache(&self, mut f: impl FnMut(&SlabCache<I>)) {
-        let chain = self.chain.lock();
-        let mut next = chain.first;
-        while let Some(ptr) = next {
-            // SAFETY: caches on the chain are live while we hold the chain lock.
-            let cache = unsafe { ptr.as_ref() };
-            f(cache);
-            next = NonNull::new(cache.chain_next.load(Ordering::Relaxed));
-        }
-        drop(chain);
-    }
-
-    /// [`for_each_cache`](Self::for_each_cache), newest first.
-    fn for_each_cache_newest_first(&self, mut f: impl FnMut(&SlabCache<I>)) {
-        let chain = self.chain.lock();
-        let mut next = chain.last;
-        while let Some(ptr) = next {
-            // SAFETY: caches on the chain are live while we hold the chain lock.
-            let cache = unsafe { ptr.as_ref() };
-            f(cache);
-            next = NonNull::new(cache.chain_prev.load(Ordering::Relaxed));
-        }
-        drop(chain);
     }
 
     /// Destroys a cache with no object allocated: unmakes its slabs (running the
     /// destructors) and frees its descriptor. A cache with live objects is left as it
     /// was (2.4's `kmem_cache_destroy`).
-    pub(super) fn destroy_raw(&self, ptr: NonNull<SlabCache<I>>) -> Result<(), SlabError> {
-        // SAFETY: `ptr` is a live cache (the caller owns its handle, or is `drop`).
+    ///
+    /// The layer above must have taken back whatever it keeps of the cache's objects
+    /// (the per-CPU arrays: free to their users, allocated to the slabs).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live cache of this slab layer, created by [`create`](Self::create),
+    /// that no one else destroys or uses meanwhile.
+    pub unsafe fn destroy(&self, ptr: NonNull<SlabCache<I, F>>) -> Result<(), SlabError> {
+        // SAFETY: a live cache (caller).
         let cache = unsafe { ptr.as_ref() };
-        // Objects in per-CPU arrays are free to the user but allocated to the slabs.
-        self.drain(cache, true);
-        self.unlink(ptr);
+        self.chain.lock().remove(ptr);
         let mut all = SlabList::new();
         {
             let mut guard = cache.state.lock();
@@ -314,7 +207,7 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
             let live = st.counters.active - st.counters.quarantined;
             if live > 0 || st.growing > 0 {
                 drop(guard);
-                self.link(ptr);
+                self.chain.lock().push_back(ptr);
                 return Err(SlabError::Busy {
                     cache: cache.name,
                     active: live,
@@ -346,16 +239,16 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
     /// 2.4 frees 80% of the free slabs of the one cache with the most free pages; here
     /// every eligible cache gives all of its free slabs, which is simpler to reason about
     /// and what a caller under pressure wants.
-    pub fn reap(&self) -> usize {
+    ///
+    /// `prepare` runs on each eligible cache before it is looked at: the per-CPU layer
+    /// drains its arrays there, so that the objects they hold count as free.
+    pub fn reap(&self, mut prepare: impl FnMut(&SlabCache<I, F>)) -> usize {
         let mut pages = 0;
-        // Newest first: an off-slab cache is younger than the small general caches that
-        // hold its slab descriptors, so its slabs free their descriptors before those
-        // caches are shrunk, and one pass gives everything back.
-        self.for_each_cache_newest_first(|cache| {
+        self.for_each_cache(Walk::NewestFirst, |cache| {
             if cache.geo.flags.contains(SlabFlags::NO_REAP) {
                 return;
             }
-            self.drain(cache, false);
+            prepare(cache);
             {
                 let mut st = cache.state.lock();
                 if st.growing > 0 {
@@ -373,40 +266,162 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
 
     /// Gives back the free slabs of every cache not flagged `NO_REAP`, when memory ran
     /// out (an allocation calls it once before failing). Unlike [`reap`](Self::reap) it
-    /// can run anywhere, an interrupt handler included: it drains no per-CPU arrays
-    /// (that needs IPIs), ignores the "grew recently" hint, and gives up at once if the
+    /// can run anywhere, an interrupt handler included: it prepares nothing (the per-CPU
+    /// layer would need IPIs to drain its arrays), ignores the "grew recently" hint, and gives up at once if the
     /// chain lock is busy. Returns the pages released.
     pub fn reclaim(&self) -> usize {
         let Some(chain) = self.chain.try_lock() else {
             return 0;
         };
         let mut pages = 0;
-        // Newest first, as in `reap`.
-        let mut next = chain.last;
-        while let Some(ptr) = next {
+        chain.walk(Walk::NewestFirst, |ptr| {
             // SAFETY: caches on the chain are live while we hold the chain lock.
             let cache = unsafe { ptr.as_ref() };
             if !cache.geo.flags.contains(SlabFlags::NO_REAP) {
                 pages += self.core.shrink(cache);
             }
-            next = NonNull::new(cache.chain_prev.load(Ordering::Relaxed));
-        }
+        });
         drop(chain);
         pages
     }
 
     /// Grows `cache`; when memory is out, reclaims free slabs and tries once more.
-    pub(crate) fn grow_or_reclaim(&self, cache: &SlabCache<I>) -> Result<(), SlabError> {
+    pub fn grow_or_reclaim(&self, cache: &SlabCache<I, F>) -> Result<(), SlabError> {
         match self.core.grow(cache) {
             Err(SlabError::OutOfMemory) if self.reclaim() > 0 => self.core.grow(cache),
             result => result,
         }
     }
 
+    /// One object of `cache`, straight from its slabs (2.4's `kmem_cache_alloc` without
+    /// the per-CPU array): growing the cache, and reclaiming once when memory is out.
+    pub fn alloc(&self, cache: &SlabCache<I, F>) -> Result<NonNull<u8>, SlabError> {
+        match self.core.alloc(cache) {
+            Err(SlabError::OutOfMemory) if self.reclaim() > 0 => self.core.alloc(cache),
+            result => result,
+        }
+    }
+
+    /// Up to `out.len()` objects of `cache`, taking its lock once (and once more after
+    /// each slab it has to grow). Returns how many were stored at the front of `out`:
+    /// fewer only when memory ran out after at least one, `Err` when none could be had.
+    pub fn alloc_batch(
+        &self,
+        cache: &SlabCache<I, F>,
+        out: &mut [*mut u8],
+    ) -> Result<usize, SlabError> {
+        self.core.alloc_batch(cache, out)
+    }
+
+    /// Moves up to `out.len()` objects of `cache` into the front of `out` under one
+    /// acquisition of its lock, without growing it (a per-CPU refill, which grows with
+    /// interrupts on when this returns 0). Returns how many.
+    pub fn take_batch(&self, cache: &SlabCache<I, F>, out: &mut [MaybeUninit<*mut u8>]) -> usize {
+        let mut n = 0;
+        let mut quarantined = None;
+        {
+            let mut st = cache.state.lock();
+            while n < out.len() {
+                match cache.take(&mut st) {
+                    Taken::Object(object) => {
+                        out[n].write(object.as_ptr());
+                        n += 1;
+                    }
+                    Taken::Empty => break,
+                    Taken::Quarantined(error) => {
+                        quarantined = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(error) = quarantined {
+            self.core.report(&error);
+        }
+        n
+    }
+
+    /// Frees `addr` into `cache` (2.4's `kmem_cache_free` without the array), with every
+    /// check: the page's owner, the object start, the allocation bitmap, the red zones.
+    pub fn free(&self, cache: &SlabCache<I, F>, addr: usize) -> Result<(), SlabError> {
+        self.core.free(cache, addr)
+    }
+
+    /// Frees every object of `objects` into `cache` under one acquisition of its lock
+    /// (a per-CPU flush), each checked as by [`free`](Self::free). Every valid object is
+    /// freed; the first error is returned.
+    pub fn free_batch(
+        &self,
+        cache: &SlabCache<I, F>,
+        objects: &[*mut u8],
+    ) -> Result<(), SlabError> {
+        self.core.free_batch(cache, objects)
+    }
+
+    /// Frees `addr` into the general cache that owns its page (`kfree` of a slab
+    /// object); `Err(None)` when the page is the first page of a large kmalloc.
+    pub fn free_general(&self, addr: usize) -> Result<(), Option<SlabError>> {
+        self.core.free_any::<I, F>(addr)
+    }
+
+    /// The owner of the page of `addr`, read without a lock (see `owner.rs`).
+    #[inline]
+    pub fn owner(&self, addr: usize) -> Owner<'_, I, F> {
+        self.core.owner(addr)
+    }
+
+    /// Marks `addr`, inside the run of pages from `start` that the layer above got from
+    /// the backend, as a large block (see `owner.rs`), so that [`owner`](Self::owner)
+    /// reports it and [`claim_large`](Self::claim_large) can take it back. False when
+    /// `addr` is outside the window.
+    pub fn mark_large(&self, addr: usize, start: usize) -> bool {
+        self.core
+            .owners
+            .mark_large(addr, self.core.backend.pointer_to(start))
+    }
+
+    /// Takes the mark of the large block at `addr` back, and returns the start of its
+    /// run: exactly one of two racing claims of one block wins. `None` when `addr` is
+    /// not a marked large block.
+    pub fn claim_large(&self, addr: usize) -> Option<usize> {
+        self.core.owners.claim_large(addr)
+    }
+
+    /// Whether `addr`, freed into `cache`, looks like one of its objects, from the owner
+    /// table alone (no lock): the checks of a free that does not reach the slab. See
+    /// `Core::looks_like_object` (`ops.rs`).
+    #[inline]
+    pub fn looks_like_object(&self, cache: &SlabCache<I, F>, addr: usize) -> bool {
+        self.core.looks_like_object(cache, addr)
+    }
+
+    /// Passes `error` to the reporter.
+    pub fn report(&self, error: &SlabError) {
+        self.core.report(error);
+    }
+
+    /// Counts an error that the layer above detected in `cache`'s statistics, and
+    /// reports it.
+    pub fn count_error(&self, cache: &SlabCache<I, F>, error: &SlabError) {
+        cache.state.lock().counters.errors += 1;
+        self.core.report(error);
+    }
+
+    /// Gives back every free slab of `cache` (2.4's `kmem_cache_shrink`, without the
+    /// drain of the arrays above); returns the pages released.
+    pub fn shrink(&self, cache: &SlabCache<I, F>) -> usize {
+        self.core.shrink(cache)
+    }
+
+    /// The statistics of `cache`.
+    pub fn stats(&self, cache: &SlabCache<I, F>) -> SlabStats {
+        SlabStats::of(cache, &cache.state.lock())
+    }
+
     /// Where `addr` lies, if inside an object of some slab (a debugging aid, 2.4's
     /// `kmem_ptr_validate`): the cache, the object, its slab.
     pub fn object_info(&self, addr: usize) -> Option<ObjectInfo> {
-        self.core.object_info::<I>(addr)
+        self.core.object_info::<I, F>(addr)
     }
 
     /// Checks every invariant of every cache, and that `kmem_cache` holds exactly the
@@ -414,7 +429,7 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
     /// tests and kernel self-tests only.
     pub fn check_invariants(&self) {
         let mut caches = 0;
-        self.for_each_cache(|cache| {
+        self.for_each_cache(Walk::OldestFirst, |cache| {
             caches += 1;
             let st = cache.state.lock();
             // Includes: every page of every slab names (this cache, that slab).
@@ -424,7 +439,7 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
         // its slabs that covers the page: no stale entry survives a slab or a cache.
         self.core.owners.for_each_named(|addr, owner, slab| {
             let mut found = false;
-            self.for_each_cache(|cache| {
+            self.for_each_cache(Walk::OldestFirst, |cache| {
                 if cache.as_owner() != owner {
                     return;
                 }
@@ -447,24 +462,16 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
         );
     }
 
-    /// The statistics of every cache, oldest first.
-    pub fn for_each_stats(&self, mut f: impl FnMut(&CacheStats)) {
-        self.for_each_cache(|cache| {
-            let mut stats = CacheStats::of(cache, &cache.state.lock());
-            stats.cpu = self.cpu_stats(cache);
-            f(&stats);
-        });
+    /// The descriptor of `kmem_cache` (tests of the bootstrap).
+    #[cfg(test)]
+    pub(crate) fn cache_cache_ptr(&self) -> NonNull<SlabCache<I, F>> {
+        self.cache_cache
     }
 
-    /// The statistics of the cache called `name` (the first, if several are).
-    pub fn stats_of(&self, name: &str) -> Option<CacheStats> {
-        let mut found = None;
-        self.for_each_stats(|s| {
-            if found.is_none() && s.name == name {
-                found = Some(*s);
-            }
-        });
-        found
+    /// The owner-table entry of the page of `addr` (tests of the owner table).
+    #[cfg(test)]
+    pub(crate) fn owner_entry(&self, addr: usize) -> Option<&super::owner::PageEntry> {
+        self.core.owners.entry(addr)
     }
 
     /// The backend.
@@ -473,7 +480,7 @@ impl<B: SlabBackend, I: CpuLocal> SlabAllocator<B, I> {
     }
 }
 
-impl<B: SlabBackend, I: CpuLocal> Drop for SlabAllocator<B, I> {
+impl<B: SlabBackend, I: InterruptControl, F: CacheFront> Drop for SlabCaches<B, I, F> {
     /// Gives everything back when no object is left (hosted tests; the kernel never drops
     /// its allocator): every cache's slabs and descriptor, newest first (so that off-slab
     /// descriptors go back before their caches), then the slabs of `kmem_cache`, then
@@ -482,7 +489,8 @@ impl<B: SlabBackend, I: CpuLocal> Drop for SlabAllocator<B, I> {
     fn drop(&mut self) {
         let cache_cache = self.cache_cache;
         for pass in 0..2 {
-            let mut next = self.chain.get_mut().last;
+            // By hand rather than with `Chain::walk`: `destroy` takes the chain lock.
+            let mut next = self.chain.get_mut().last();
             while let Some(ptr) = next {
                 // SAFETY: caches on the chain are live; `&mut self` excludes other users.
                 next = NonNull::new(unsafe { ptr.as_ref() }.chain_prev.load(Ordering::Relaxed));
@@ -494,7 +502,8 @@ impl<B: SlabBackend, I: CpuLocal> Drop for SlabAllocator<B, I> {
                     self.core.shrink(unsafe { ptr.as_ref() });
                 } else {
                     // A busy cache stays, with its slabs.
-                    let _ = self.destroy_raw(ptr);
+                    // SAFETY: as above; each cache is destroyed once.
+                    let _ = unsafe { self.destroy(ptr) };
                 }
             }
         }

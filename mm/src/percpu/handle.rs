@@ -1,17 +1,15 @@
 //! [`Cache`]: the handle a user of one cache holds (in the kernel, in a static).
 
-use super::allocator::SlabAllocator;
-use super::cache::SlabCache;
-use super::stats::CacheStats;
-use super::{SlabBackend, SlabError};
+use super::{CacheDescriptor, CacheStats, CpuCaches};
 use crate::platform::CpuLocal;
+use crate::slab::{SlabBackend, SlabError};
 use core::ptr::NonNull;
 
 /// A handle to one cache: what a user of the cache keeps (in the kernel, in a static).
 /// Dropping the handle keeps the cache; [`destroy`](Self::destroy) consumes it.
 pub struct Cache<'a, B: SlabBackend, I: CpuLocal> {
-    pub(super) slab: &'a SlabAllocator<B, I>,
-    pub(super) cache: NonNull<SlabCache<I>>,
+    pub(super) caches: &'a CpuCaches<B, I>,
+    pub(super) cache: NonNull<CacheDescriptor<I>>,
 }
 
 // SAFETY: the handle is a shared reference to the allocator and a pointer to a `Sync`
@@ -21,31 +19,32 @@ unsafe impl<B: SlabBackend, I: CpuLocal> Send for Cache<'_, B, I> {}
 unsafe impl<B: SlabBackend, I: CpuLocal> Sync for Cache<'_, B, I> {}
 
 impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
-    pub(super) fn raw(&self) -> &SlabCache<I> {
+    /// The cache descriptor (layer 2, with its arrays).
+    pub fn descriptor(&self) -> &CacheDescriptor<I> {
         // SAFETY: the cache lives until `destroy`, which consumes the handle.
         unsafe { self.cache.as_ref() }
     }
 
     /// The cache's name.
     pub fn name(&self) -> &'static str {
-        self.raw().name
+        self.descriptor().name
     }
 
     /// The bytes of an object its user may use (at least the size asked for).
     pub fn object_size(&self) -> usize {
-        self.raw().geo.usable
+        self.descriptor().geo.usable
     }
 
     /// The objects' alignment.
     pub fn align(&self) -> usize {
-        self.raw().geo.align
+        self.descriptor().geo.align
     }
 
     /// An object (2.4's `kmem_cache_alloc`): from a partial slab if there is one, else a
     /// free slab, else a new slab. With a constructor, the object is in its constructed
     /// state (or the state its last user left it in: objects are freed constructed).
     pub fn alloc(&self) -> Result<NonNull<u8>, SlabError> {
-        self.slab.cache_alloc(self.raw())
+        self.caches.alloc(self.descriptor())
     }
 
     /// Gives `object` back (2.4's `kmem_cache_free`).
@@ -59,14 +58,14 @@ impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
     /// Nobody uses the object after this call: it may be handed out again at once. With
     /// a constructor, the object must be back in its constructed state.
     pub unsafe fn free(&self, object: NonNull<u8>) -> Result<(), SlabError> {
-        self.slab.cache_free(self.raw(), object.addr().get())
+        self.caches.free(self.descriptor(), object.addr().get())
     }
 
     /// Fills `out` from the front with up to `out.len()` objects, taking the cache lock
     /// once (plus once per slab grown): the refill of a per-CPU array. Returns how many;
     /// fewer than asked only when memory ran out after at least one.
     pub fn alloc_batch(&self, out: &mut [*mut u8]) -> Result<usize, SlabError> {
-        self.slab.core.alloc_batch(self.raw(), out)
+        self.caches.slab().alloc_batch(self.descriptor(), out)
     }
 
     /// Gives back every object of `objects` under one acquisition of the cache lock: the
@@ -77,21 +76,21 @@ impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
     ///
     /// As for [`free`](Self::free), for every object.
     pub unsafe fn free_batch(&self, objects: &[*mut u8]) -> Result<(), SlabError> {
-        self.slab.core.free_batch(self.raw(), objects)
+        self.caches.slab().free_batch(self.descriptor(), objects)
     }
 
     /// Empties every CPU's array of this cache, then gives back its free slabs (2.4's
     /// `kmem_cache_shrink`); returns the pages. Called with interrupts on.
     pub fn shrink(&self) -> usize {
-        self.slab.drain(self.raw(), false);
-        self.slab.core.shrink(self.raw())
+        self.caches.shrink(self.descriptor())
     }
 
     /// Destroys the cache (2.4's `kmem_cache_destroy`): every object must have been
     /// freed. Otherwise the cache stays as it was and the handle comes back with
     /// [`SlabError::Busy`].
     pub fn destroy(self) -> Result<(), (Self, SlabError)> {
-        match self.slab.destroy_raw(self.cache) {
+        // SAFETY: the cache is live until this, which consumes its only handle.
+        match unsafe { self.caches.destroy(self.cache) } {
             Ok(()) => Ok(()),
             Err(error) => Err((self, error)),
         }
@@ -99,9 +98,6 @@ impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
 
     /// The cache's statistics.
     pub fn stats(&self) -> CacheStats {
-        let cache = self.raw();
-        let mut stats = CacheStats::of(cache, &cache.state.lock());
-        stats.cpu = self.slab.cpu_stats(cache);
-        stats
+        self.caches.stats(self.descriptor())
     }
 }

@@ -16,14 +16,16 @@
 //! At the end everything is freed, every cache destroyed, the allocator dropped, and the
 //! heap must be exactly as it was before the slab layer started: no page leaked.
 
-use super::tests::{MAGIC, TestSlab, ctor, ctor_dtor, dtor, record, reports};
+use super::slab_tests::{MAGIC, TestSlab, ctor, ctor_dtor, dtor, record, reports};
 use super::*;
 use crate::hosted::{HostedLayout, HostedMachine};
-use crate::kmalloc::Gfp;
+use crate::kmalloc::{Gfp, Kmalloc};
 use crate::page::PhysRegion;
+use crate::percpu::Cache;
 use crate::platform::Platform;
 use crate::sync::NoInterrupts;
 use crate::tests::{HostedHeap, snapshot};
+use core::ptr::NonNull;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -153,7 +155,15 @@ struct Model<'s, 'h, 'm> {
 
 impl Model<'_, '_, '_> {
     fn pointer(&self, addr: usize) -> NonNull<u8> {
-        NonNull::new(self.slab.backend().platform().pointer_to(addr)).unwrap()
+        NonNull::new(
+            self.slab
+                .caches()
+                .slab()
+                .backend()
+                .platform()
+                .pointer_to(addr),
+        )
+        .unwrap()
     }
 
     fn fill(&mut self, addr: usize, bytes: core::ops::Range<usize>) -> u8 {
@@ -195,6 +205,7 @@ impl Model<'_, '_, '_> {
         assert_eq!(addr % align.max(8), 0, "misaligned object");
         let info = self
             .slab
+            .caches()
             .object_info(addr)
             .expect("object outside any slab");
         assert_eq!(
@@ -256,7 +267,11 @@ impl Model<'_, '_, '_> {
                 } else {
                     (None, None)
                 };
-                let handle = match self.slab.create_cache(name, size, align, flags, c, d) {
+                let handle = match self
+                    .slab
+                    .caches()
+                    .create_cache(name, size, align, flags, c, d)
+                {
                     Ok(handle) => handle,
                     Err(e) => return assert_eq!(e, SlabError::OutOfMemory),
                 };
@@ -336,6 +351,7 @@ impl Model<'_, '_, '_> {
                 // hold someone else's live object (no allocator can tell).
                 let still = self
                     .slab
+                    .caches()
                     .object_info(addr)
                     .is_some_and(|i| i.cache == cache.name && i.object == addr);
                 if !still {
@@ -353,8 +369,12 @@ impl Model<'_, '_, '_> {
                 );
                 let after = cache.handle.stats();
                 assert_eq!(
-                    (after.active_objs, after.frees, after.errors),
-                    (before.active_objs, before.frees, before.errors + 1)
+                    (after.slab.active_objs, after.slab.frees, after.slab.errors),
+                    (
+                        before.slab.active_objs,
+                        before.slab.frees,
+                        before.slab.errors + 1
+                    )
                 );
             }
             Op::ForeignFree { cache, pick } => {
@@ -379,7 +399,14 @@ impl Model<'_, '_, '_> {
                         },
                     ),
                     None => {
-                        let addr = self.slab.backend().platform().window_start() + 8;
+                        let addr = self
+                            .slab
+                            .caches()
+                            .slab()
+                            .backend()
+                            .platform()
+                            .window_start()
+                            + 8;
                         (addr, SlabError::InvalidFree { cache: None, addr })
                     }
                 };
@@ -387,20 +414,23 @@ impl Model<'_, '_, '_> {
                 // SAFETY: not an object of this cache: must be detected.
                 let result = unsafe { target.handle.free(self.pointer(addr)) };
                 assert_eq!(result, Err(expected));
-                assert_eq!(target.handle.stats().active_objs, before.active_objs);
+                assert_eq!(
+                    target.handle.stats().slab.active_objs,
+                    before.slab.active_objs
+                );
             }
             Op::Shrink { cache } => {
                 let Some(c) = self.cache_index(cache) else {
                     return;
                 };
                 let handle = &self.caches[c].as_ref().unwrap().handle;
-                let free_slabs = handle.stats().free_slabs;
+                let free_slabs = handle.stats().slab.free_slabs;
                 let pages = handle.shrink();
-                assert_eq!(pages, free_slabs * handle.stats().pages_per_slab);
-                assert_eq!(handle.stats().free_slabs, 0);
+                assert_eq!(pages, free_slabs * handle.stats().slab.pages_per_slab);
+                assert_eq!(handle.stats().slab.free_slabs, 0);
             }
             Op::Reap => {
-                self.slab.reap();
+                self.slab.caches().reap();
             }
             Op::Destroy { cache } => {
                 let Some(c) = self.cache_index(cache) else {
@@ -485,7 +515,7 @@ impl Model<'_, '_, '_> {
             .iter()
             .flatten()
             .filter(|m| m.ctor)
-            .map(|m| m.handle.stats().total_objs)
+            .map(|m| m.handle.stats().slab.total_objs)
             .sum();
         assert_eq!(
             (c - base.0) - (d - base.1),
@@ -502,7 +532,7 @@ fn run(ops: &[Op]) {
     let initial = snapshot(&heap);
     let base = ctor_dtor();
     {
-        let slab: TestSlab<'_, '_> = SlabAllocator::new(
+        let slab: TestSlab<'_, '_> = Kmalloc::new(
             &heap,
             SlabOptions {
                 debug: false,
@@ -525,10 +555,10 @@ fn run(ops: &[Op]) {
             if i % every == 0 {
                 model.check_overlaps();
                 model.check_ctor_balance(base);
-                slab.check_invariants();
+                slab.caches().check_invariants();
             }
         }
-        slab.check_invariants();
+        slab.caches().check_invariants();
         // Free everything, destroy every cache.
         let kmalloc: Vec<usize> = model.kmalloc.keys().copied().collect();
         for addr in kmalloc {
@@ -548,7 +578,7 @@ fn run(ops: &[Op]) {
             }
         }
         model.check_ctor_balance(base);
-        slab.check_invariants();
+        slab.caches().check_invariants();
         // Errors are only those the test provoked.
         for e in reports() {
             assert!(

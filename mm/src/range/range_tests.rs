@@ -548,29 +548,3 @@ fn a_pinned_frame_outlives_its_range() {
     assert_eq!(heap.put_page(f), Ok(true));
     heap.check_invariants();
 }
-
-#[test]
-fn the_slab_layer_can_claim_the_pages_of_its_ranges() {
-    let mut m = pc();
-    let heap = m.boot().unwrap();
-    let before = snapshot(&heap);
-    let r = heap.new_range(2, MAP).unwrap();
-    let f = frames_of(&heap, r, 2)[1];
-    heap.set_slab_owner(f, 0x40).unwrap();
-    assert_eq!(heap.owner_of(r + P), Some(crate::PageOwner::Slab(0x40)));
-    // The O(1) path falls back to the tree for that page; both pages still resolve.
-    assert_eq!(heap.range_containing(r + P).map(|i| i.start), Some(r));
-    assert_eq!(heap.range_containing(r).map(|i| i.start), Some(r));
-    heap.check_invariants();
-    // Not through the public frame API, and not on a free frame.
-    let owner = crate::PageOwner::Slab(0x40);
-    heap.get_page(f).unwrap();
-    assert_eq!(heap.put_page(f), Ok(false));
-    assert_eq!(heap.put_page(f), Err(FrameError::Owned { addr: f, owner }));
-    heap.del_range(r).unwrap();
-    assert_eq!(
-        heap.set_slab_owner(f, 0x40),
-        Err(FrameError::NotAllocated { addr: f })
-    );
-    assert_eq!(snapshot(&heap), before);
-}

@@ -6,7 +6,8 @@
 use crate::hosted::{HostedLayout, HostedMachine};
 use crate::hosted_cpus::{HOST_CPUS, HostCpus};
 use crate::kmalloc::Gfp;
-use crate::slab::{SlabAllocator, SlabError, SlabFlags, SlabOptions};
+use crate::kmalloc::Kmalloc;
+use crate::slab::{SlabError, SlabFlags, SlabOptions};
 use crate::tests::HostedHeap;
 use core::cell::RefCell;
 use core::ptr::NonNull;
@@ -14,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::vec::Vec;
 
-type PerCpuSlab<'h, 'm> = SlabAllocator<&'h HostedHeap<'m>, HostCpus>;
+type PerCpuSlab<'h, 'm> = Kmalloc<&'h HostedHeap<'m>, HostCpus>;
 
 std::thread_local! {
     static REPORTS: RefCell<Vec<SlabError>> = const { RefCell::new(Vec::new()) };
@@ -29,7 +30,7 @@ fn reports() -> Vec<SlabError> {
 }
 
 fn start<'h, 'm>(heap: &'h HostedHeap<'m>) -> PerCpuSlab<'h, 'm> {
-    SlabAllocator::new(
+    Kmalloc::new(
         heap,
         SlabOptions {
             reporter: Some(record),
@@ -50,6 +51,7 @@ fn the_hit_path_serves_from_the_array_and_a_drain_gives_everything_back() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("hits", 48, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let first = cache.alloc().unwrap();
@@ -59,8 +61,8 @@ fn the_hit_path_serves_from_the_array_and_a_drain_gives_everything_back() {
     // The miss refilled a whole batch: one object out, the rest cached, all active.
     assert_eq!(s.cpu.counters.alloc_miss, 1);
     assert_eq!(s.cpu.cached, 59);
-    assert_eq!(s.active_objs, 60);
-    let locks = s.cpu.lock_acquisitions;
+    assert_eq!(s.slab.active_objs, 60);
+    let locks = s.slab.lock_acquisitions;
     for _ in 0..1000 {
         // SAFETY: allocated above, not used after.
         unsafe { cache.free(first) }.unwrap();
@@ -74,12 +76,15 @@ fn the_hit_path_serves_from_the_array_and_a_drain_gives_everything_back() {
     assert_eq!(s.cpu.counters.alloc_hit, 1000);
     assert_eq!(s.cpu.counters.free_hit, 1000);
     // The cache's lock was taken only by the statistics themselves.
-    assert!(s.cpu.lock_acquisitions - locks <= 2, "{s:?}");
+    assert!(s.slab.lock_acquisitions - locks <= 2, "{s:?}");
     // SAFETY: as above.
     unsafe { cache.free(first) }.unwrap();
     assert_eq!(cache.shrink(), 1, "shrink drains the arrays first");
     let s = cache.stats();
-    assert_eq!((s.active_objs, s.cpu.cached, s.total_slabs), (0, 0, 0));
+    assert_eq!(
+        (s.slab.active_objs, s.cpu.cached, s.slab.total_slabs),
+        (0, 0, 0)
+    );
     cache.destroy().map_err(|(_, e)| e).unwrap();
     assert!(reports().is_empty());
 }
@@ -91,10 +96,11 @@ fn misses_move_a_batch_under_one_lock_acquisition() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("batches", 200, 0, SlabFlags::NONE, None, None)
         .unwrap();
-    slab.tune_cpucache("batches", 16, 8).unwrap();
-    let before = cache.stats().cpu.lock_acquisitions;
+    slab.caches().tune_cpucache("batches", 16, 8).unwrap();
+    let before = cache.stats().slab.lock_acquisitions;
     let objs: Vec<_> = (0..800).map(|_| cache.alloc().unwrap()).collect();
     for &o in &objs {
         // SAFETY: allocated above, not used after.
@@ -107,17 +113,17 @@ fn misses_move_a_batch_under_one_lock_acquisition() {
     assert!((99..=101).contains(&c.free_miss), "{c:?}");
     // A refill brings 8 (fewer when it empties the last slab): one in 8 allocations
     // misses. A full array of 16 flushes 8.
-    let slabs = s.total_slabs as u64;
+    let slabs = s.slab.total_slabs as u64;
     assert!((100..=100 + slabs).contains(&c.alloc_miss), "{c:?}");
     // Refills, flushes and the slabs grown (two acquisitions each), nothing per object.
-    let locks = s.cpu.lock_acquisitions - before;
+    let locks = s.slab.lock_acquisitions - before;
     assert!(
         locks <= c.alloc_miss + c.free_miss + 3 * slabs + 4,
         "{locks}"
     );
     assert!(s.cpu.cached <= 16);
-    slab.drain_all();
-    assert_eq!(cache.stats().active_objs, 0);
+    slab.caches().drain_all();
+    assert_eq!(cache.stats().slab.active_objs, 0);
 }
 
 #[test]
@@ -127,9 +133,11 @@ fn bad_frees_through_the_array_are_caught_and_change_nothing() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let a = slab
+        .caches()
         .create_cache("cache-a", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let b = slab
+        .caches()
         .create_cache("cache-b", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let x = a.alloc().unwrap();
@@ -169,9 +177,9 @@ fn bad_frees_through_the_array_are_caught_and_change_nothing() {
         a.free(x).unwrap();
         b.free(y).unwrap();
     }
-    slab.drain_all();
-    assert_eq!(a.stats().active_objs, 0);
-    assert_eq!(b.stats().active_objs, 0);
+    slab.caches().drain_all();
+    assert_eq!(a.stats().slab.active_objs, 0);
+    assert_eq!(b.stats().slab.active_objs, 0);
     assert!(reports().is_empty());
 }
 
@@ -182,45 +190,49 @@ fn tuning_replaces_the_arrays_and_limit_zero_turns_them_off() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("tuned", 100, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let o = cache.alloc().unwrap();
     assert_eq!(
-        slab.tune_cpucache("tuned", 10, 11),
+        slab.caches().tune_cpucache("tuned", 10, 11),
         Err(SlabError::InvalidTuning {
             limit: 10,
             batchcount: 11
         })
     );
     assert_eq!(
-        slab.tune_cpucache("nope", 10, 5),
+        slab.caches().tune_cpucache("nope", 10, 5),
         Err(SlabError::NoSuchCache)
     );
-    let default = slab.cpucache_tuning("tuned").unwrap();
+    let default = slab.caches().cpucache_tuning("tuned").unwrap();
     assert_eq!(
         default,
         (120, 60),
         "2.4's defaults for objects up to 256 bytes"
     );
-    slab.tune_cpucache("tuned", 10, 5).unwrap();
-    assert_eq!(slab.cpucache_tuning("tuned"), Ok((10, 5)));
-    assert_eq!(slab.cpucache_tuning("nope"), Err(SlabError::NoSuchCache));
+    slab.caches().tune_cpucache("tuned", 10, 5).unwrap();
+    assert_eq!(slab.caches().cpucache_tuning("tuned"), Ok((10, 5)));
+    assert_eq!(
+        slab.caches().cpucache_tuning("nope"),
+        Err(SlabError::NoSuchCache)
+    );
     let s = cache.stats();
     assert_eq!((s.cpu.limit, s.cpu.batchcount, s.cpu.arrays), (10, 5, 0));
     assert_eq!(
-        s.active_objs, 1,
+        s.slab.active_objs, 1,
         "the old array was drained; only `o` is out"
     );
     // SAFETY: allocated above, not used after.
     unsafe { cache.free(o) }.unwrap();
     assert_eq!(cache.stats().cpu.cached, 1);
-    slab.tune_cpucache("tuned", 0, 0).unwrap();
+    slab.caches().tune_cpucache("tuned", 0, 0).unwrap();
     let o = cache.alloc().unwrap();
     let s = cache.stats();
-    assert_eq!((s.cpu.arrays, s.cpu.cached, s.active_objs), (0, 0, 1));
+    assert_eq!((s.cpu.arrays, s.cpu.cached, s.slab.active_objs), (0, 0, 1));
     // SAFETY: as above.
     unsafe { cache.free(o) }.unwrap();
-    assert_eq!(cache.stats().active_objs, 0);
+    assert_eq!(cache.stats().slab.active_objs, 0);
 }
 
 #[test]
@@ -230,18 +242,19 @@ fn the_global_switch_frees_every_array_and_kmalloc_still_works() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let p = slab.kmalloc(100, Gfp::KERNEL).unwrap();
-    assert!(slab.stats_of("size-128").unwrap().cpu.arrays >= 1);
-    slab.set_per_cpu(false);
-    assert!(!slab.per_cpu_enabled());
-    slab.for_each_stats(|s| assert_eq!((s.cpu.arrays, s.cpu.cached), (0, 0), "{}", s.name));
+    assert!(slab.caches().stats_of("size-128").unwrap().cpu.arrays >= 1);
+    slab.caches().set_per_cpu(false);
+    assert!(!slab.caches().per_cpu_enabled());
+    slab.caches()
+        .for_each_stats(|s| assert_eq!((s.cpu.arrays, s.cpu.cached), (0, 0), "{}", s.slab.name));
     // SAFETY: from kmalloc above, not used after.
     unsafe { slab.kfree(p.as_ptr()) }.unwrap();
     let q = slab.kmalloc(100, Gfp::KERNEL).unwrap();
-    assert_eq!(slab.stats_of("size-128").unwrap().cpu.arrays, 0);
-    slab.set_per_cpu(true);
+    assert_eq!(slab.caches().stats_of("size-128").unwrap().cpu.arrays, 0);
+    slab.caches().set_per_cpu(true);
     // SAFETY: as above.
     unsafe { slab.kfree(q.as_ptr()) }.unwrap();
-    assert_eq!(slab.stats_of("size-128").unwrap().cpu.cached, 1);
+    assert_eq!(slab.caches().stats_of("size-128").unwrap().cpu.cached, 1);
 }
 
 #[test]
@@ -251,6 +264,7 @@ fn debug_caches_bypass_the_arrays_and_catch_every_double_free() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("debugged", 64, 0, SlabFlags::DEBUG, None, None)
         .unwrap();
     let x = cache.alloc().unwrap();
@@ -272,8 +286,9 @@ fn an_allocation_that_runs_out_reclaims_free_slabs_of_other_caches() {
     let mut m = HostedMachine::new(HostedLayout::flat(96, 4096));
     let heap = m.boot().unwrap();
     let slab = start(&heap);
-    slab.set_per_cpu(false);
+    slab.caches().set_per_cpu(false);
     let hog = slab
+        .caches()
         .create_cache("hog", 2048, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let mut objs = Vec::new();
@@ -285,11 +300,11 @@ fn an_allocation_that_runs_out_reclaims_free_slabs_of_other_caches() {
         // SAFETY: allocated above, not used after.
         unsafe { hog.free(o) }.unwrap();
     }
-    let free_slabs = hog.stats().free_slabs;
+    let free_slabs = hog.stats().slab.free_slabs;
     assert!(free_slabs > 0);
     let big = slab.kmalloc(64 << 10, Gfp::KERNEL);
     assert!(big.is_ok(), "reclaim should have made room: {big:?}");
-    assert!(hog.stats().free_slabs < free_slabs);
+    assert!(hog.stats().slab.free_slabs < free_slabs);
     // SAFETY: from kmalloc above.
     unsafe { slab.kfree(big.unwrap().as_ptr()) }.unwrap();
 }
@@ -331,6 +346,7 @@ fn threads_as_cpus_allocate_and_free_across_cpus_and_lose_nothing() {
     let heap_before = heap.stats();
     let frames_before = heap_before.pages.free_frames;
     let mine = slab
+        .caches()
         .create_cache("stress", 72, 8, SlabFlags::NONE, None, None)
         .unwrap();
     /// Objects handed to one thread: (the sender's thread, the object).
@@ -394,15 +410,18 @@ fn threads_as_cpus_allocate_and_free_across_cpus_and_lose_nothing() {
                         mine.shrink();
                     }
                     1 => {
-                        slab.reap();
+                        slab.caches().reap();
                     }
-                    2 => slab.tune_cpucache("size-128", 8 + turn % 32, 4).unwrap(),
-                    _ => slab.set_per_cpu(turn % 8 != 3),
+                    2 => slab
+                        .caches()
+                        .tune_cpucache("size-128", 8 + turn % 32, 4)
+                        .unwrap(),
+                    _ => slab.caches().set_per_cpu(turn % 8 != 3),
                 }
                 turn += 1;
                 std::thread::yield_now();
             }
-            slab.set_per_cpu(true);
+            slab.caches().set_per_cpu(true);
         });
     });
     // Whatever is left in the queues goes back.
@@ -411,17 +430,17 @@ fn threads_as_cpus_allocate_and_free_across_cpus_and_lose_nothing() {
             free(&slab, &mine, size, object);
         }
     }
-    slab.set_per_cpu(false);
-    assert_eq!(mine.stats().active_objs, 0, "objects of `stress` lost");
+    slab.caches().set_per_cpu(false);
+    assert_eq!(mine.stats().slab.active_objs, 0, "objects of `stress` lost");
     assert!(reports().is_empty(), "{:?}", reports());
     mine.destroy().map_err(|(_, e)| e).unwrap();
     // Off-slab descriptors (in `size-64` and co.) go with their slabs.
-    slab.reclaim();
+    slab.caches().slab().reclaim();
     // The range cache grew to describe the many ranges of the stress.
     heap.shrink();
-    slab.for_each_stats(|s| {
-        if s.name.starts_with("size-") {
-            assert_eq!(s.active_objs, 0, "{} lost objects", s.name);
+    slab.caches().for_each_stats(|s| {
+        if s.slab.name.starts_with("size-") {
+            assert_eq!(s.slab.active_objs, 0, "{} lost objects", s.slab.name);
         }
     });
     // Every frame is back, except those of range-cache slabs that the range allocator
@@ -429,12 +448,12 @@ fn threads_as_cpus_allocate_and_free_across_cpus_and_lose_nothing() {
     let after = heap.stats();
     let kept = after.ranges.cache_slabs - heap_before.ranges.cache_slabs;
     assert_eq!(after.pages.free_frames + kept, frames_before);
-    slab.check_invariants();
+    slab.caches().check_invariants();
 }
 
 fn free(
     slab: &PerCpuSlab<'_, '_>,
-    mine: &crate::slab::Cache<'_, &HostedHeap<'_>, HostCpus>,
+    mine: &crate::percpu::Cache<'_, &HostedHeap<'_>, HostCpus>,
     size: usize,
     object: NonNull<u8>,
 ) {

@@ -4,16 +4,19 @@
 use super::descriptor::Slab;
 use super::*;
 use crate::hosted::{HostedLayout, HostedMachine};
+use crate::kmalloc::Kmalloc;
 use crate::page::DMA_LIMIT;
+use crate::percpu::Cache;
 use crate::platform::{PAGE_SIZE, Platform};
 use crate::sync::NoInterrupts;
 use crate::tests::{HostedHeap, snapshot};
 use core::cell::{Cell, RefCell};
+use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use std::vec::Vec;
 
 /// The slab layer over a hosted heap.
-pub(super) type TestSlab<'h, 'm> = SlabAllocator<&'h HostedHeap<'m>, NoInterrupts>;
+pub(crate) type TestSlab<'h, 'm> = Kmalloc<&'h HostedHeap<'m>, NoInterrupts>;
 
 std::thread_local! {
     static REPORTS: RefCell<Vec<SlabError>> = const { RefCell::new(Vec::new()) };
@@ -22,24 +25,24 @@ std::thread_local! {
 }
 
 /// A reporter that records every report of this thread.
-pub(super) fn record(error: &SlabError) {
+pub(crate) fn record(error: &SlabError) {
     REPORTS.with(|r| r.borrow_mut().push(*error));
 }
 
 /// The reports recorded on this thread since the last call.
-pub(super) fn reports() -> Vec<SlabError> {
+pub(crate) fn reports() -> Vec<SlabError> {
     REPORTS.with(|r| r.take())
 }
 
 /// What the test constructor writes at the start of every object.
-pub(super) const MAGIC: u64 = 0x5EED_CAFE_F00D_0001;
+pub(crate) const MAGIC: u64 = 0x5EED_CAFE_F00D_0001;
 
 /// Counts constructions (this thread) and marks the object.
 ///
 /// # Safety
 ///
 /// As for every `Constructor`; objects are at least 8 bytes, 8-byte aligned.
-pub(super) unsafe fn ctor(object: NonNull<u8>) {
+pub(crate) unsafe fn ctor(object: NonNull<u8>) {
     // SAFETY: the slab layer gives us the object's bytes, at least 8, aligned.
     unsafe { object.cast::<u64>().write(MAGIC) };
     CTORS.with(|c| c.set(c.get() + 1));
@@ -50,7 +53,7 @@ pub(super) unsafe fn ctor(object: NonNull<u8>) {
 /// # Safety
 ///
 /// As for `ctor`.
-pub(super) unsafe fn dtor(object: NonNull<u8>) {
+pub(crate) unsafe fn dtor(object: NonNull<u8>) {
     // SAFETY: as in `ctor`; the object is in its constructed state.
     let mark = unsafe { object.cast::<u64>().read() };
     assert_eq!(
@@ -61,7 +64,7 @@ pub(super) unsafe fn dtor(object: NonNull<u8>) {
 }
 
 /// (constructions, destructions) on this thread so far.
-pub(super) fn ctor_dtor() -> (usize, usize) {
+pub(crate) fn ctor_dtor() -> (usize, usize) {
     (CTORS.with(Cell::get), DTORS.with(Cell::get))
 }
 
@@ -70,7 +73,7 @@ fn machine() -> HostedMachine {
 }
 
 fn start<'h, 'm>(heap: &'h HostedHeap<'m>) -> TestSlab<'h, 'm> {
-    SlabAllocator::new(
+    Kmalloc::new(
         heap,
         SlabOptions {
             debug: false,
@@ -105,35 +108,35 @@ fn the_cache_of_caches_holds_its_own_descriptor() {
     let mut m = machine();
     let heap = m.boot().unwrap();
     let slab = start(&heap);
-    let home = slab.cache_cache.addr().get();
-    let info = slab.object_info(home).unwrap();
+    let home = slab.caches().slab().cache_cache_ptr().addr().get();
+    let info = slab.caches().object_info(home).unwrap();
     assert_eq!(
         (info.cache, info.index, info.allocated),
         ("kmem_cache", 0, true)
     );
     assert_eq!(info.object, home);
     // The owner table names the real descriptor, not the temporary it was built in.
-    let entry = slab.core.owners.entry(home).unwrap();
+    let entry = slab.caches().slab().owner_entry(home).unwrap();
     assert_eq!(
         entry.cache.load(Ordering::Relaxed),
-        slab.cache_cache.as_ptr().cast()
+        slab.caches().slab().cache_cache_ptr().as_ptr().cast()
     );
     // kmem_cache first, then the general caches smallest first, each with its DMA twin.
     let mut names = Vec::new();
-    slab.for_each_stats(|s| names.push(s.name));
+    slab.caches().for_each_stats(|s| names.push(s.slab.name));
     assert_eq!(names.len(), 27);
     assert_eq!(
         &names[..4],
         ["kmem_cache", "size-32", "size-32(DMA)", "size-64"]
     );
     assert_eq!(names[26], "size-131072(DMA)");
-    let cc = slab.stats_of("kmem_cache").unwrap();
+    let cc = slab.caches().stats_of("kmem_cache").unwrap();
     assert_eq!(
-        cc.active_objs, 27,
+        cc.slab.active_objs, 27,
         "one descriptor per cache, its own included"
     );
-    assert!(cc.flags.contains(SlabFlags::NO_REAP) && cc.align == L1_CACHE_BYTES);
-    slab.check_invariants();
+    assert!(cc.slab.flags.contains(SlabFlags::NO_REAP) && cc.slab.align == L1_CACHE_BYTES);
+    slab.caches().check_invariants();
 }
 
 #[test]
@@ -142,10 +145,11 @@ fn objects_are_aligned_distinct_and_inside_their_slab() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("test-100", 100, 32, SlabFlags::NONE, None, None)
         .unwrap();
     assert_eq!((cache.object_size(), cache.align()), (128, 32));
-    let num = cache.stats().objs_per_slab;
+    let num = cache.stats().slab.objs_per_slab;
     let objs = alloc_n(&cache, 3 * num + 1);
     let mut sorted: Vec<_> = objs.iter().map(|o| o.addr().get()).collect();
     sorted.sort_unstable();
@@ -155,7 +159,7 @@ fn objects_are_aligned_distinct_and_inside_their_slab() {
         assert!(b - a >= 128, "objects overlap");
     }
     for &o in &objs {
-        let info = slab.object_info(o.addr().get()).unwrap();
+        let info = slab.caches().object_info(o.addr().get()).unwrap();
         assert_eq!(
             (info.cache, info.object, info.allocated),
             ("test-100", o.addr().get(), true)
@@ -171,10 +175,14 @@ fn objects_are_aligned_distinct_and_inside_their_slab() {
     }
     let stats = cache.stats();
     assert_eq!(
-        (stats.active_objs, stats.total_slabs, stats.allocs),
+        (
+            stats.slab.active_objs,
+            stats.slab.total_slabs,
+            stats.slab.allocs
+        ),
         (3 * num + 1, 4, 3 * num as u64 + 1)
     );
-    slab.check_invariants();
+    slab.caches().check_invariants();
     free_all(&cache, &objs);
     assert!(cache.destroy().is_ok());
 }
@@ -185,6 +193,7 @@ fn freeing_then_allocating_reuses_the_warm_object() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("lifo", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let objs = alloc_n(&cache, 5);
@@ -200,37 +209,44 @@ fn allocation_prefers_partial_slabs_and_slabs_move_between_lists() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("lists", 256, 0, SlabFlags::NONE, None, None)
         .unwrap();
-    let num = cache.stats().objs_per_slab;
+    let num = cache.stats().slab.objs_per_slab;
     let a = alloc_n(&cache, num);
     let b = alloc_n(&cache, num);
-    let slab_of = |o: NonNull<u8>| slab.object_info(o.addr().get()).unwrap().slab;
+    let slab_of = |o: NonNull<u8>| slab.caches().object_info(o.addr().get()).unwrap().slab;
     assert!(a.iter().all(|&o| slab_of(o) == slab_of(a[0])));
     assert!(b.iter().all(|&o| slab_of(o) == slab_of(b[0])) && slab_of(a[0]) != slab_of(b[0]));
     let s = cache.stats();
-    assert_eq!((s.active_slabs, s.total_slabs, s.free_slabs), (2, 2, 0));
+    assert_eq!(
+        (s.slab.active_slabs, s.slab.total_slabs, s.slab.free_slabs),
+        (2, 2, 0)
+    );
     // b's slab becomes free, a's partial.
     free_all(&cache, &b);
     free_all(&cache, &a[..1]);
     let s = cache.stats();
-    assert_eq!((s.active_slabs, s.total_slabs, s.free_slabs), (1, 2, 1));
+    assert_eq!(
+        (s.slab.active_slabs, s.slab.total_slabs, s.slab.free_slabs),
+        (1, 2, 1)
+    );
     // The next object comes from the partial slab, not the free one.
     let c = cache.alloc().unwrap();
     assert_eq!(slab_of(c), slab_of(a[0]));
-    slab.check_invariants();
+    slab.caches().check_invariants();
     // Shrink gives back the free slab only, and its pages are forgotten.
     let freed_slab = slab_of(b[0]);
     assert_eq!(cache.shrink(), 1);
     let s = cache.stats();
-    assert_eq!((s.total_slabs, s.reaped), (1, 1));
-    assert!(slab.object_info(freed_slab).is_none());
-    let entry = slab.core.owners.entry(freed_slab).unwrap();
+    assert_eq!((s.slab.total_slabs, s.slab.reaped), (1, 1));
+    assert!(slab.caches().object_info(freed_slab).is_none());
+    let entry = slab.caches().slab().owner_entry(freed_slab).unwrap();
     assert!(
         entry.cache.load(Ordering::Relaxed).is_null()
             && entry.slab.load(Ordering::Relaxed).is_null()
     );
-    slab.check_invariants();
+    slab.caches().check_invariants();
     free_all(&cache, &[c]);
     free_all(&cache, &a[1..]);
     assert!(cache.destroy().is_ok());
@@ -242,36 +258,41 @@ fn small_objects_are_on_slab_and_large_ones_off_slab() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let small = slab
+        .caches()
         .create_cache("small", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let large = slab
+        .caches()
         .create_cache("large", 1024, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let (s, l) = (small.stats(), large.stats());
-    assert!(!s.off_slab && l.off_slab);
+    assert!(!s.slab.off_slab && l.slab.off_slab);
     // Off the slab, 1 KiB objects fill the page exactly: 4 per page.
-    assert_eq!((l.objs_per_slab, l.pages_per_slab, l.colours), (4, 1, 0));
+    assert_eq!(
+        (l.slab.objs_per_slab, l.slab.pages_per_slab, l.slab.colours),
+        (4, 1, 0)
+    );
     let o = small.alloc().unwrap();
-    let info = slab.object_info(o.addr().get()).unwrap();
+    let info = slab.caches().object_info(o.addr().get()).unwrap();
     // On-slab: the descriptor is at the start of the slab, the objects after it.
-    let entry = slab.core.owners.entry(o.addr().get()).unwrap();
+    let entry = slab.caches().slab().owner_entry(o.addr().get()).unwrap();
     assert_eq!(entry.slab.load(Ordering::Relaxed).addr(), info.slab);
-    assert!(info.object >= info.slab + super::descriptor::desc_size(s.objs_per_slab));
+    assert!(info.object >= info.slab + super::descriptor::desc_size(s.slab.objs_per_slab));
     let p = large.alloc().unwrap();
-    let info = slab.object_info(p.addr().get()).unwrap();
+    let info = slab.caches().object_info(p.addr().get()).unwrap();
     assert_eq!(
         info.object, info.slab,
         "off-slab: the first object starts the slab"
     );
     // The descriptor is an object of a small general cache.
     let desc = slab
-        .core
-        .owners
-        .entry(p.addr().get())
+        .caches()
+        .slab()
+        .owner_entry(p.addr().get())
         .unwrap()
         .slab
         .load(Ordering::Relaxed);
-    let desc_info = slab.object_info(desc.addr()).unwrap();
+    let desc_info = slab.caches().object_info(desc.addr()).unwrap();
     assert_eq!(
         (desc_info.cache, desc_info.object, desc_info.allocated),
         ("size-64", desc.addr(), true)
@@ -280,7 +301,7 @@ fn small_objects_are_on_slab_and_large_ones_off_slab() {
     free_all(&large, &[p]);
     assert!(small.destroy().is_ok() && large.destroy().is_ok());
     // The descriptor went back to size-64 with the slab.
-    let desc_info = slab.object_info(desc.addr());
+    let desc_info = slab.caches().object_info(desc.addr());
     assert!(desc_info.is_none_or(|i| !i.allocated));
 }
 
@@ -291,14 +312,18 @@ fn successive_slabs_are_coloured() {
     let slab = start(&heap);
     // 200-byte objects: 19 per page, 168 bytes left over: two colours, 64 bytes apart.
     let cache = slab
+        .caches()
         .create_cache("colour", 200, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let s = cache.stats();
-    assert_eq!((s.objs_per_slab, s.colours), (19, 2));
+    assert_eq!((s.slab.objs_per_slab, s.slab.colours), (19, 2));
     let objs = alloc_n(&cache, 4 * 19);
     let offsets: Vec<usize> = (0..4)
         .map(|k| {
-            let info = slab.object_info(objs[k * 19].addr().get()).unwrap();
+            let info = slab
+                .caches()
+                .object_info(objs[k * 19].addr().get())
+                .unwrap();
             info.object - info.slab
         })
         .collect();
@@ -318,9 +343,10 @@ fn constructors_run_when_slabs_are_made_and_destructors_when_unmade() {
     let slab = start(&heap);
     let (c0, d0) = ctor_dtor();
     let cache = slab
+        .caches()
         .create_cache("ctor", 48, 0, SlabFlags::NONE, Some(ctor), Some(dtor))
         .unwrap();
-    let num = cache.stats().objs_per_slab;
+    let num = cache.stats().slab.objs_per_slab;
     assert_eq!(ctor_dtor(), (c0, d0), "no slab yet");
     let objs = alloc_n(&cache, num + 1);
     assert_eq!(
@@ -351,6 +377,7 @@ fn destroy_refuses_a_busy_cache_then_gives_everything_back() {
     let before = snapshot(&heap);
     let (c0, d0) = ctor_dtor();
     let cache = slab
+        .caches()
         .create_cache("busy", 3000, 0, SlabFlags::NONE, Some(ctor), Some(dtor))
         .unwrap();
     let objs = alloc_n(&cache, 7);
@@ -371,18 +398,18 @@ fn destroy_refuses_a_busy_cache_then_gives_everything_back() {
     assert!(cache.destroy().is_ok());
     let (c, d) = ctor_dtor();
     assert_eq!(c - c0, d - d0, "every constructed object was destroyed");
-    assert!(slab.stats_of("busy").is_none());
-    slab.check_invariants();
+    assert!(slab.caches().stats_of("busy").is_none());
+    slab.caches().check_invariants();
     // The cache's descriptor went back to kmem_cache, its slabs to the heap.
-    slab.for_each_cache(|c| {
+    slab.caches().slab().for_each_cache(Walk::OldestFirst, |c| {
         if c.name == "kmem_cache" {
             assert_eq!(c.state.lock().counters.active, 27);
         }
     });
     // The off-slab descriptors went back to a general cache: reap its free slab (the
     // second reap, as the first only clears its "grown recently" mark).
-    slab.reap();
-    slab.reap();
+    slab.caches().reap();
+    slab.caches().reap();
     heap.shrink();
     let after = snapshot(&heap);
     assert_eq!(
@@ -401,6 +428,7 @@ fn dropping_the_allocator_returns_every_page() {
     {
         let slab = start(&heap);
         let cache = slab
+            .caches()
             .create_cache("drop", 700, 0, SlabFlags::NONE, None, None)
             .unwrap();
         let objs = alloc_n(&cache, 40);
@@ -419,9 +447,11 @@ fn double_free_and_foreign_pointers_are_detected_and_change_nothing() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let a = slab
+        .caches()
         .create_cache("a", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let b = slab
+        .caches()
         .create_cache("b", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let objs = alloc_n(&a, 3);
@@ -481,10 +511,14 @@ fn double_free_and_foreign_pointers_are_detected_and_change_nothing() {
         // lists are intact.
         let now = a.stats();
         assert_eq!(
-            (now.active_objs, now.frees, now.errors),
-            (stats.active_objs, stats.frees, stats.errors + 3)
+            (now.slab.active_objs, now.slab.frees, now.slab.errors),
+            (
+                stats.slab.active_objs,
+                stats.slab.frees,
+                stats.slab.errors + 3
+            )
         );
-        slab.check_invariants();
+        slab.caches().check_invariants();
         let reported = reports();
         assert_eq!(reported.len(), 5);
         assert!(matches!(reported[0], SlabError::DoubleFree { .. }));
@@ -508,6 +542,7 @@ fn freeing_a_large_kmalloc_into_a_cache_is_a_wrong_cache_error() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("c", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let big = slab
@@ -528,7 +563,7 @@ fn freeing_a_large_kmalloc_into_a_cache_is_a_wrong_cache_error() {
 }
 
 fn debug_slab<'h, 'm>(heap: &'h HostedHeap<'m>) -> TestSlab<'h, 'm> {
-    SlabAllocator::new(
+    Kmalloc::new(
         heap,
         SlabOptions {
             debug: true,
@@ -546,40 +581,50 @@ fn the_global_debug_switch_applies_to_caches_created_while_on() {
     let slab = start(&heap);
     assert!(
         !slab
+            .caches()
             .stats_of("size-64")
             .unwrap()
+            .slab
             .flags
             .contains(SlabFlags::RED_ZONE)
     );
     let plain = slab
+        .caches()
         .create_cache("plain", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
-    slab.set_debug(true);
+    slab.caches().slab().set_debug(true);
     let debugged = slab
+        .caches()
         .create_cache("debugged", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let constructed = slab
+        .caches()
         .create_cache("constructed", 64, 0, SlabFlags::NONE, Some(ctor), None)
         .unwrap();
-    slab.set_debug(false);
-    assert_eq!(plain.stats().flags, SlabFlags::NONE);
-    assert_eq!(debugged.stats().flags, SlabFlags::DEBUG);
+    slab.caches().slab().set_debug(false);
+    assert_eq!(plain.stats().slab.flags, SlabFlags::NONE);
+    assert_eq!(debugged.stats().slab.flags, SlabFlags::DEBUG);
     // Free constructed objects must keep their state: no poison.
-    assert_eq!(constructed.stats().flags, SlabFlags::RED_ZONE);
+    assert_eq!(constructed.stats().slab.flags, SlabFlags::RED_ZONE);
     let explicit = slab
+        .caches()
         .create_cache("explicit", 64, 0, SlabFlags::POISON, None, None)
         .unwrap();
-    assert_eq!(explicit.stats().flags, SlabFlags::POISON);
+    assert_eq!(explicit.stats().slab.flags, SlabFlags::POISON);
     let dbg = debug_slab(&heap);
     assert!(
-        dbg.stats_of("size-64")
+        dbg.caches()
+            .stats_of("size-64")
             .unwrap()
+            .slab
             .flags
             .contains(SlabFlags::DEBUG)
     );
     assert!(
-        !dbg.stats_of("kmem_cache")
+        !dbg.caches()
+            .stats_of("kmem_cache")
             .unwrap()
+            .slab
             .flags
             .contains(SlabFlags::RED_ZONE)
     );
@@ -591,6 +636,7 @@ fn red_zones_catch_overruns_and_underruns_on_free() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("rz", 20, 0, SlabFlags::RED_ZONE, None, None)
         .unwrap();
     assert_eq!(cache.object_size(), 24);
@@ -627,9 +673,12 @@ fn red_zones_catch_overruns_and_underruns_on_free() {
         cache.free(c).unwrap();
     }
     let s = cache.stats();
-    assert_eq!((s.quarantined, s.active_objs, s.errors), (2, 2, 2));
+    assert_eq!(
+        (s.slab.quarantined, s.slab.active_objs, s.slab.errors),
+        (2, 2, 2)
+    );
     assert_eq!(reports().len(), 2);
-    slab.check_invariants();
+    slab.caches().check_invariants();
     // Quarantined objects are never handed out again, and do not keep the cache alive.
     let d = cache.alloc().unwrap();
     assert!(d != a && d != b);
@@ -643,6 +692,7 @@ fn poison_catches_a_write_after_free_at_the_next_allocation() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("uaf", 64, 0, SlabFlags::DEBUG, None, None)
         .unwrap();
     let a = cache.alloc().unwrap();
@@ -666,7 +716,7 @@ fn poison_catches_a_write_after_free_at_the_next_allocation() {
             found: 0x42
         }]
     );
-    assert_eq!(cache.stats().quarantined, 1);
+    assert_eq!(cache.stats().slab.quarantined, 1);
     // The poison is intact on a fresh object: the user sees the pattern.
     let fresh = cache.alloc().unwrap();
     // SAFETY: 64 usable bytes of a live object.
@@ -682,6 +732,7 @@ fn poison_catches_a_write_after_free_when_the_slab_is_unmade() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("late", 128, 0, SlabFlags::POISON, None, None)
         .unwrap();
     let a = cache.alloc().unwrap();
@@ -700,7 +751,7 @@ fn poison_catches_a_write_after_free_when_the_slab_is_unmade() {
             found: 0
         }]
     );
-    assert_eq!(cache.stats().errors, 1);
+    assert_eq!(cache.stats().slab.errors, 1);
 }
 
 #[test]
@@ -713,6 +764,7 @@ fn a_constructor_that_writes_past_its_object_is_reported() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("sloppy", 16, 0, SlabFlags::RED_ZONE, Some(sloppy), None)
         .unwrap();
     let a = cache.alloc().unwrap();
@@ -736,9 +788,11 @@ fn reap_skips_no_reap_and_recently_grown_caches() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let normal = slab
+        .caches()
         .create_cache("normal", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let pinned = slab
+        .caches()
         .create_cache("pinned", 64, 0, SlabFlags::NO_REAP, None, None)
         .unwrap();
     let a = normal.alloc().unwrap();
@@ -746,17 +800,28 @@ fn reap_skips_no_reap_and_recently_grown_caches() {
     free_all(&normal, &[a]);
     free_all(&pinned, &[b]);
     // Both just grew: the first reap only clears that mark.
-    let first = slab.reap();
-    assert_eq!(normal.stats().free_slabs, 1);
-    let second = slab.reap();
+    let first = slab.caches().reap();
+    assert_eq!(normal.stats().slab.free_slabs, 1);
+    let second = slab.caches().reap();
     assert!(second >= 1, "reap gave nothing back");
-    assert_eq!(normal.stats().total_slabs, 0);
-    assert_eq!(pinned.stats().total_slabs, 1, "NO_REAP cache was reaped");
-    assert!(slab.stats_of("kmem_cache").unwrap().total_slabs >= 1);
+    assert_eq!(normal.stats().slab.total_slabs, 0);
+    assert_eq!(
+        pinned.stats().slab.total_slabs,
+        1,
+        "NO_REAP cache was reaped"
+    );
+    assert!(
+        slab.caches()
+            .stats_of("kmem_cache")
+            .unwrap()
+            .slab
+            .total_slabs
+            >= 1
+    );
     // shrink ignores NO_REAP.
     assert_eq!(pinned.shrink(), 1);
     let _ = first;
-    slab.check_invariants();
+    slab.caches().check_invariants();
 }
 
 #[test]
@@ -769,6 +834,7 @@ fn out_of_memory_is_an_error_and_everything_comes_back() {
     {
         let slab = start(&heap);
         let cache = slab
+            .caches()
             .create_cache("oom", 2048, 0, SlabFlags::NONE, None, None)
             .unwrap();
         let mut objs = Vec::new();
@@ -786,7 +852,7 @@ fn out_of_memory_is_an_error_and_everything_comes_back() {
             slab.kmalloc(64 << 10, crate::kmalloc::Gfp::KERNEL),
             Err(SlabError::OutOfMemory)
         );
-        slab.check_invariants();
+        slab.caches().check_invariants();
         free_all(&cache, &objs);
         // After freeing, memory is there again.
         free_all(&cache, &[cache.alloc().unwrap()]);
@@ -802,12 +868,13 @@ fn batches_take_the_lock_once_per_slab_and_check_every_object() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("batch", 512, 0, SlabFlags::NONE, None, None)
         .unwrap();
-    let num = cache.stats().objs_per_slab;
+    let num = cache.stats().slab.objs_per_slab;
     let mut out = [core::ptr::null_mut(); 20];
     assert_eq!(cache.alloc_batch(&mut out), Ok(20));
-    assert_eq!(cache.stats().total_slabs, 20usize.div_ceil(num));
+    assert_eq!(cache.stats().slab.total_slabs, 20usize.div_ceil(num));
     let mut sorted = out.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -825,8 +892,8 @@ fn batches_take_the_lock_once_per_slab_and_check_every_object() {
             addr: out[3].addr()
         })
     );
-    assert_eq!(cache.stats().active_objs, 0);
-    slab.check_invariants();
+    assert_eq!(cache.stats().slab.active_objs, 0);
+    slab.caches().check_invariants();
     assert!(cache.destroy().is_ok());
 }
 
@@ -836,6 +903,7 @@ fn dma_caches_take_frames_below_16_mib() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("dma", 1000, 0, SlabFlags::DMA, None, None)
         .unwrap();
     let objs = alloc_n(&cache, 10);
@@ -852,11 +920,12 @@ fn slabinfo_has_the_2_4_format() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("info", 100, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let objs = alloc_n(&cache, 3);
     let mut text = std::string::String::new();
-    slab.slabinfo(&mut text).unwrap();
+    slab.caches().slabinfo(&mut text).unwrap();
     let lines: Vec<_> = text.lines().collect();
     assert_eq!(lines[0], "slabinfo - version: 1.1");
     assert_eq!(lines.len(), 1 + 28);
@@ -865,7 +934,7 @@ fn slabinfo_has_the_2_4_format() {
         "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} {:>4} : {:>4} {:>3}",
         "info",
         3,
-        s.total_objs,
+        s.slab.total_objs,
         104,
         1,
         1,
@@ -877,7 +946,7 @@ fn slabinfo_has_the_2_4_format() {
     assert_eq!(*lines.last().unwrap(), expected);
     assert!(lines[1].starts_with("kmem_cache "));
     let mut text = std::string::String::new();
-    slab.slabinfo_statistics(&mut text).unwrap();
+    slab.caches().slabinfo_statistics(&mut text).unwrap();
     assert!(text.starts_with("slabinfo - version: 1.1 (statistics)\n"));
     let last = text.lines().last().unwrap();
     assert!(
@@ -893,28 +962,30 @@ fn the_slab_descriptor_is_found_from_any_object_in_o1() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("multi", 6000, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let s = cache.stats();
-    assert!(s.pages_per_slab > 1);
-    let objs = alloc_n(&cache, s.objs_per_slab);
+    assert!(s.slab.pages_per_slab > 1);
+    let objs = alloc_n(&cache, s.slab.objs_per_slab);
     // Every page of the slab names the same descriptor.
-    let info = slab.object_info(objs[0].addr().get()).unwrap();
+    let info = slab.caches().object_info(objs[0].addr().get()).unwrap();
     let descs: Vec<_> = (0..info.slab_pages)
         .map(|p| {
-            slab.core
-                .owners
-                .entry(info.slab + p * PAGE_SIZE)
+            slab.caches()
+                .slab()
+                .owner_entry(info.slab + p * PAGE_SIZE)
                 .unwrap()
                 .slab
                 .load(Ordering::Relaxed)
         })
         .collect();
     assert!(descs.iter().all(|&d| d == descs[0] && !d.is_null()));
-    let guard = cache.raw().state.lock();
+    let guard = cache.descriptor().state.lock();
     // SAFETY: a live slab descriptor of `cache`, read under its lock.
-    let view = unsafe { Slab::from_ptr(NonNull::new(descs[0]).unwrap()).get_mut(s.objs_per_slab) };
-    assert_eq!(view.inuse(), s.objs_per_slab);
+    let view =
+        unsafe { Slab::from_ptr(NonNull::new(descs[0]).unwrap()).get_mut(s.slab.objs_per_slab) };
+    assert_eq!(view.inuse(), s.slab.objs_per_slab);
     drop(guard);
     free_all(&cache, &objs);
 }
@@ -925,6 +996,7 @@ fn threads_share_a_cache_without_losing_or_duplicating_objects() {
     let heap = m.boot().unwrap();
     let slab = start(&heap);
     let cache = slab
+        .caches()
         .create_cache("shared", 64, 0, SlabFlags::NONE, None, None)
         .unwrap();
     let (threads, rounds, live) = if cfg!(miri) {
@@ -975,7 +1047,7 @@ fn threads_share_a_cache_without_losing_or_duplicating_objects() {
             });
         }
     });
-    slab.check_invariants();
-    assert_eq!(cache.stats().active_objs, 0);
+    slab.caches().check_invariants();
+    assert_eq!(cache.stats().slab.active_objs, 0);
     assert!(reports().is_empty());
 }

@@ -1,0 +1,53 @@
+//! Blocks larger than the largest general cache (128 KiB), or aligned beyond a page:
+//! whole runs of pages from the range allocator, through the slab layer's backend, whose
+//! first page the owner table marks so that `kfree` and `ksize` recognise them.
+
+use super::Kmalloc;
+use crate::platform::{CpuLocal, PAGE_SIZE};
+use crate::slab::{SlabBackend, SlabError};
+use core::ptr::NonNull;
+
+impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
+    /// A run of pages holding `size` bytes at an `align`-aligned address.
+    pub(super) fn alloc_large(
+        &self,
+        size: usize,
+        align: usize,
+        dma: bool,
+    ) -> Result<NonNull<u8>, SlabError> {
+        let align = align.max(PAGE_SIZE);
+        let pages = size
+            .div_ceil(PAGE_SIZE)
+            .max(1)
+            .checked_add(align / PAGE_SIZE - 1)
+            .ok_or(SlabError::OutOfMemory)?;
+        let slab = self.caches.slab();
+        let backend = slab.backend();
+        let start = match backend.alloc_pages(pages, dma, false) {
+            Err(SlabError::OutOfMemory) if slab.reclaim() > 0 => {
+                backend.alloc_pages(pages, dma, false)?
+            }
+            result => result?,
+        };
+        let addr = start.next_multiple_of(align);
+        let base = backend.pointer_to(start);
+        if !slab.mark_large(addr, start) {
+            backend.free_pages(start);
+            return Err(SlabError::OutOfMemory);
+        }
+        // The aligned address is inside the run (`align / PAGE_SIZE - 1` spare pages).
+        NonNull::new(base.wrapping_add(addr - start)).ok_or(SlabError::OutOfMemory)
+    }
+
+    /// Frees a large allocation whose first page is at `addr`.
+    pub(super) fn free_large(&self, addr: usize) -> Result<(), SlabError> {
+        let slab = self.caches.slab();
+        let Some(start) = slab.claim_large(addr) else {
+            let error = SlabError::InvalidFree { cache: None, addr };
+            slab.report(&error);
+            return Err(error);
+        };
+        slab.backend().free_pages(start);
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The front end: [`Kmalloc`], which owns the per-CPU layer (and so everything below),
+//! and adds what a kernel calls: `kmalloc`, `kfree`, `ksize`, blocks larger than any
+//! cache, and `GlobalAlloc` (`global.rs`).
+//!
+//! # Size classes (Linux 2.4's `cache_sizes`)
+//!
+//! `kmalloc(n)` takes an object of the smallest general cache that holds `n` bytes
+//! ([`size_class`]), from its DMA twin with [`Gfp::DMA`], through the calling CPU's array
+//! of that cache. The general caches themselves (thirteen powers of two, `size-32` to
+//! `size-131072`, each with a DMA twin) belong to the slab layer, which needs them first
+//! (`slab/general.rs`). Class objects are aligned to their size up to a page, which is
+//! what lets `GlobalAlloc` serve any alignment up to a page from the caches.
+//!
+//! # Beyond 128 KiB (`large.rs`)
+//!
+//! Larger requests (and alignments above a page) go straight to the range allocator: a
+//! run of whole pages, mapped, from the DMA zone with `Gfp::DMA`. The slab layer's owner
+//! table marks the run's first page (`SlabCaches::mark_large`) so that `kfree` finds it
+//! from the address alone, and `kfree` claims that mark by compare-and-swap
+//! (`SlabCaches::claim_large`), so a racing double `kfree` frees once.
+//! So kmalloc serves any size the window and the frames can hold, and returns
+//! [`SlabError::OutOfMemory`] (null through `GlobalAlloc`) when they cannot.
+//!
+//! DMA caveat: the range allocator backs each page with its own frame, so a DMA object
+//! larger than a page is *not* physically contiguous. Devices that need contiguous
+//! buffers beyond a page must use `Heap::alloc_frames`.
+
+mod global;
+mod large;
+
+#[cfg(test)]
+mod kmalloc_tests;
+
+pub use global::KernelAllocator;
+
+use crate::percpu::CpuCaches;
+use crate::platform::{CpuLocal, PAGE_SIZE};
+use crate::slab::{Owner, SlabBackend, SlabError, SlabOptions, size_class};
+use core::ptr::NonNull;
+
+pub use crate::slab::{KMALLOC_CLASSES, KMALLOC_MAX, KMALLOC_MIN};
+
+/// Where kmalloc's memory comes from (the part of Linux's GFP flags that matters here:
+/// this allocator never sleeps, so `GFP_KERNEL` and `GFP_ATOMIC` are the same).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Gfp(u8);
+
+impl Gfp {
+    /// Any memory.
+    pub const KERNEL: Self = Self(0);
+    /// Same as `KERNEL`: the allocator never sleeps.
+    pub const ATOMIC: Self = Self(0);
+    /// Memory from the DMA zone (frames below 16 MiB).
+    pub const DMA: Self = Self(1);
+
+    /// True when every flag of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// The allocator as a kernel calls it: kmalloc over the per-CPU caches over the slab
+/// caches over the ranges and pages. See the [crate docs](crate).
+pub struct Kmalloc<B: SlabBackend, I: CpuLocal> {
+    caches: CpuCaches<B, I>,
+}
+
+impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
+    /// Starts the slab layer over `backend` (the cache of caches, the general caches),
+    /// the per-CPU layer in front of it, and kmalloc on top.
+    pub fn new(backend: B, options: SlabOptions) -> Result<Self, SlabError> {
+        Ok(Self {
+            caches: CpuCaches::new(backend, options)?,
+        })
+    }
+
+    /// The caches (layer 1, which owns layer 2): dedicated caches, tuning, statistics.
+    pub fn caches(&self) -> &CpuCaches<B, I> {
+        &self.caches
+    }
+
+    /// `size` bytes (2.4's `kmalloc`), aligned to their size class (up to a page), or to
+    /// a page beyond 128 KiB. `size` 0 gets the smallest object, as in 2.4.
+    pub fn kmalloc(&self, size: usize, flags: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.kmalloc_aligned(size, 0, flags)
+    }
+
+    /// `size` bytes aligned to `align` (a power of two, or 0 for the default): from the
+    /// size class of `max(size, align)` when that is a class and `align` is at most a
+    /// page, else a range with that alignment.
+    pub fn kmalloc_aligned(
+        &self,
+        size: usize,
+        align: usize,
+        flags: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
+        if align != 0 && !align.is_power_of_two() {
+            return Err(SlabError::InvalidAlign { align });
+        }
+        let dma = flags.contains(Gfp::DMA);
+        if align <= PAGE_SIZE
+            && let Some(class) = size_class(size.max(align))
+        {
+            let cache = self.caches.slab().general_cache(class, dma);
+            return self.caches.alloc(cache.ok_or(SlabError::OutOfMemory)?);
+        }
+        self.alloc_large(size, align, dma)
+    }
+
+    /// Frees what `kmalloc` returned (2.4's `kfree`): the cache is found from the
+    /// address (owner table), then the object is checked and freed as by
+    /// [`Cache::free`](crate::percpu::Cache::free). Null is ignored. Pointers that kmalloc
+    /// did not hand out (objects of other caches included) are reported and change
+    /// nothing. A double free of a large
+    /// allocation is reported as `InvalidFree` (its pages are gone, so nothing marks them).
+    ///
+    /// # Safety
+    ///
+    /// Nobody uses the memory after this call.
+    pub unsafe fn kfree(&self, ptr: *mut u8) -> Result<(), SlabError> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        let addr = ptr.addr();
+        let slab = self.caches.slab();
+        if let Owner::Cache(cache) = slab.owner(addr)
+            && cache.general
+        {
+            return self.caches.free(cache, addr);
+        }
+        match slab.free_general(addr) {
+            Ok(()) => Ok(()),
+            Err(Some(error)) => Err(error),
+            Err(None) => self.free_large(addr),
+        }
+    }
+
+    /// The usable size of an allocated object or large allocation at `ptr` (2.4's
+    /// `ksize`): at least what was asked for. `None` if `ptr` is not one.
+    pub fn ksize(&self, ptr: *const u8) -> Option<usize> {
+        let addr = ptr.addr();
+        let slab = self.caches.slab();
+        match slab.owner(addr) {
+            Owner::Nothing => None,
+            Owner::Large { start } => {
+                let pages = addr
+                    .is_multiple_of(PAGE_SIZE)
+                    .then(|| slab.backend().pages_at(start))??;
+                Some(start + pages * PAGE_SIZE - addr)
+            }
+            Owner::Cache(_) => slab
+                .object_info(addr)
+                .filter(|info| info.object == addr && info.allocated)
+                .map(|info| info.size),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The per-CPU arrays themselves: the array cache (2.4's `cpucache_t`, a header and
+//! `limit` entries in one object of a general cache) and a cache's table of them
+//! ([`CacheArrays`], 2.4's `cpudata[]`), which the slab layer keeps in every cache
+//! descriptor for us.
+//!
+//! An array is touched only by its CPU with interrupts off (or as it, see the
+//! [module docs](super)). Its counters are atomics written with a plain load and store
+//! (one writer), so that statistics can read them from anywhere; its `entries` are plain
+//! memory.
+
+use crate::platform::PAGE_SIZE;
+use crate::slab::CacheFront;
+use crate::sync::{NoInterrupts, SpinLock};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// CPU slots an array table has (the kernel's `smp::MAX_CPUS`).
+pub const MAX_CPUS: usize = 64;
+
+/// The largest `limit`: an array of that many entries is 8 KiB (`size-16384`).
+pub const MAX_LIMIT: usize = 1000;
+
+/// Bytes before `entries`: the header below, one cache line.
+pub(super) const HEADER: usize = 64;
+
+/// The counters of one CPU's array (2.4's `STATS` for SMP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuCounters {
+    /// Allocations served from the array.
+    pub alloc_hit: u64,
+    /// Allocations that found it empty and refilled it.
+    pub alloc_miss: u64,
+    /// Frees that found room in the array.
+    pub free_hit: u64,
+    /// Frees that found it full and flushed part of it.
+    pub free_miss: u64,
+}
+
+impl CpuCounters {
+    pub(super) fn add(&mut self, other: &Self) {
+        self.alloc_hit += other.alloc_hit;
+        self.alloc_miss += other.alloc_miss;
+        self.free_hit += other.free_hit;
+        self.free_miss += other.free_miss;
+    }
+}
+
+/// One CPU's array for one cache (2.4's `cpucache_t`), followed in memory by `limit`
+/// entries. Lives in an object of a general cache, aligned to a cache line at least.
+#[repr(C, align(64))]
+pub(super) struct ArrayCache {
+    /// Objects in `entries[0..avail]`, the most recently freed last.
+    pub(super) avail: AtomicU32,
+    /// Capacity of `entries`.
+    pub(super) limit: u32,
+    /// Objects moved per refill or flush.
+    pub(super) batchcount: u32,
+    pub(super) alloc_hit: AtomicU64,
+    pub(super) alloc_miss: AtomicU64,
+    pub(super) free_hit: AtomicU64,
+    pub(super) free_miss: AtomicU64,
+}
+
+const _: () = assert!(core::mem::size_of::<ArrayCache>() == HEADER);
+
+/// Adds one to a counter that only the owning CPU writes: no atomic add needed.
+#[inline]
+pub(super) fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// A pointer to an array, used only by its owning CPU (or as it).
+#[derive(Clone, Copy)]
+pub(super) struct Array(pub(super) NonNull<ArrayCache>);
+
+impl Array {
+    #[inline]
+    pub(super) fn header(&self) -> &ArrayCache {
+        // SAFETY: a live array (its owner holds it); the header is all atomics or
+        // immutable after creation.
+        unsafe { self.0.as_ref() }
+    }
+
+    #[inline]
+    pub(super) fn entries(&self) -> *mut *mut u8 {
+        // SAFETY: the entries follow the header inside the same object (`bytes_for`).
+        unsafe { self.0.cast::<u8>().add(HEADER).cast::<*mut u8>().as_ptr() }
+    }
+
+    #[inline]
+    pub(super) fn avail(&self) -> usize {
+        self.header().avail.load(Ordering::Relaxed) as usize
+    }
+
+    #[inline]
+    pub(super) fn set_avail(&self, n: usize) {
+        self.header().avail.store(n as u32, Ordering::Relaxed);
+    }
+
+    pub(super) fn counters(&self) -> CpuCounters {
+        let h = self.header();
+        CpuCounters {
+            alloc_hit: h.alloc_hit.load(Ordering::Relaxed),
+            alloc_miss: h.alloc_miss.load(Ordering::Relaxed),
+            free_hit: h.free_hit.load(Ordering::Relaxed),
+            free_miss: h.free_miss.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The first `n` entries.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the owning CPU and `n <= avail`.
+    pub(super) unsafe fn slice(&self, n: usize) -> &[*mut u8] {
+        // SAFETY: entries below `avail` were written (caller), in the array's object.
+        unsafe { core::slice::from_raw_parts(self.entries(), n) }
+    }
+
+    /// Bytes of an array with `limit` entries.
+    pub(super) fn bytes_for(limit: usize) -> usize {
+        HEADER + limit * core::mem::size_of::<*mut u8>()
+    }
+}
+
+/// A cache's per-CPU part (2.4's `cpudata[]` and the `limit`/`batchcount` it is made
+/// with): what the slab layer keeps for us in every cache descriptor.
+pub struct CacheArrays {
+    /// Entries of arrays made from now on; 0: this cache uses no arrays.
+    pub(super) limit: AtomicUsize,
+    /// Objects per refill or flush of arrays made from now on.
+    pub(super) batchcount: AtomicUsize,
+    /// Each CPU's array, or null. Written only by (or as) that CPU, interrupts off.
+    pub(super) arrays: [AtomicPtr<ArrayCache>; MAX_CPUS],
+    /// Held by whoever drains, frees or reads the arrays from outside (see the module
+    /// docs); does not disable interrupts, and is held across `on_each_cpu`.
+    pub(super) tuning: SpinLock<(), NoInterrupts>,
+    /// The counters of arrays already freed.
+    pub(super) retired: SpinLock<CpuCounters, NoInterrupts>,
+}
+
+impl CacheFront for CacheArrays {
+    /// The per-CPU part of a new cache with slots of `slot` bytes: 2.4's
+    /// `enable_cpucache` defaults (scaled for 8-byte pointers), none for debug caches.
+    fn new(slot: usize, debug: bool) -> Self {
+        let limit = match slot {
+            _ if debug => 0,
+            0..=256 => 120,
+            257..=1024 => 54,
+            1025..=PAGE_SIZE => 24,
+            _ => 8,
+        };
+        Self {
+            limit: AtomicUsize::new(limit),
+            batchcount: AtomicUsize::new(limit.div_ceil(2)),
+            arrays: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS],
+            tuning: SpinLock::new(()),
+            retired: SpinLock::new(CpuCounters::default()),
+        }
+    }
+}
+
+impl CacheArrays {
+    /// CPU `cpu`'s array, if it has one.
+    #[inline]
+    pub(super) fn array(&self, cpu: usize) -> Option<Array> {
+        NonNull::new(self.arrays[cpu].load(Ordering::Acquire)).map(Array)
+    }
+}

@@ -1,0 +1,329 @@
+//! Layer 1: per-CPU object caches in front of every slab cache (Linux 2.4 with
+//! `CONFIG_SMP`: `cpucache_t *cpudata[NR_CPUS]`, `limit`, `batchcount`).
+//!
+//! Every cache has, for each CPU, an *array cache*: a stack of up to `limit` free
+//! objects that only that CPU touches. Allocation pops from it and freeing pushes to it,
+//! with the CPU's interrupts off and nothing else: no lock, no atomic read-modify-write,
+//! no shared cache line. Only when the stack is empty (a *miss* on allocation) or full (a
+//! miss on free) does the CPU take the cache's spinlock, once, to move `batchcount`
+//! objects between its stack and the slabs.
+//!
+//! ```text
+//!  alloc                                        free(p)
+//!   interrupts off                               interrupts off
+//!   avail > 0 ?  p = entries[--avail]   (hit)    avail < limit ?  entries[avail++] = p  (hit)
+//!   else lock; take batchcount objects           else lock; give entries[0..batchcount]
+//!        from the slabs into entries; unlock          back to the slabs; shift; unlock;
+//!        (none? interrupts on, grow, retry)           push p
+//!   interrupts restored                          interrupts restored
+//! ```
+//!
+//! # Why it is safe without a lock
+//!
+//! A CPU's array is touched only by that CPU with its interrupts off ([`CpuLocal`]'s
+//! contract), or by [`CpuLocal::on_each_cpu`] running *as* that CPU with its interrupts
+//! off (in the kernel, an IPI handler; hosted, a thread holding that CPU's guard). That
+//! is 2.4's rule too (`smp_call_function` in `drain_cpu_caches`). The array's counters
+//! are atomics written with a plain load and store (one writer), so that statistics can
+//! read them from anywhere; its `entries` are plain memory.
+//!
+//! # Where the arrays come from
+//!
+//! An array is an object of a general cache (`size-128` .. `size-1024`), made the first
+//! time its CPU uses the cache, with the cache's `limit` and `batchcount` of that moment.
+//! It is taken straight from the slab layer, not through another per-CPU array, so
+//! making one never recurses. Until the general caches exist (the bootstrap) no array
+//! can be made and every operation goes to the slabs.
+//!
+//! # Changing the arrays from outside
+//!
+//! `drain` (before `shrink`, `destroy`, `reap`), `tune` and switching the layer off run a
+//! function on every CPU that empties (and, for `tune` and switching off, frees) that
+//! CPU's array. A CPU makes a new one, with the new parameters, when it next needs it.
+//! Those operations hold the cache's `tuning` lock, which leaves interrupts on (a CPU
+//! waiting for it must still answer IPIs) and which statistics take to read remote
+//! arrays without one being freed under them.
+//!
+//! # What a free through the array checks
+//!
+//! Caches with debug checks (red zones or poisoning) get no arrays: every free of theirs
+//! is checked in full against its slab. Otherwise a free checks, with no shared write:
+//! that the page's owner-table entry names this cache (foreign pointers and frees into
+//! the wrong cache), that the pointer starts an object (exactly for on-slab caches, from
+//! the slab address in the entry; by alignment for off-slab ones), and that it is not
+//! the object just freed (the common double free). What passes these and is still
+//! wrong (an aligned pointer inside an object, a double free with other frees between)
+//! is caught when the array is flushed, against the slab's allocation bitmap, unless the
+//! object was handed out again first: use debug caches to hunt such bugs.
+
+mod array;
+mod handle;
+mod slabinfo;
+mod tuning;
+
+#[cfg(test)]
+mod percpu_tests;
+
+pub use array::{CacheArrays, CpuCounters, MAX_CPUS, MAX_LIMIT};
+pub use handle::Cache;
+pub use slabinfo::{CacheStats, CpuStats};
+
+use crate::platform::CpuLocal;
+use crate::slab::{
+    ObjectInfo, SlabBackend, SlabCache, SlabCaches, SlabError, SlabFlags, SlabOptions, Walk,
+};
+use array::{Array, ArrayCache, bump};
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// A cache descriptor as the per-CPU layer sees it: a slab cache with its arrays.
+pub type CacheDescriptor<I> = SlabCache<I, CacheArrays>;
+
+/// Layer 1: the per-CPU arrays in front of every cache of the slab layer, which it owns.
+/// See the [module docs](self).
+pub struct CpuCaches<B: SlabBackend, I: CpuLocal> {
+    slab: SlabCaches<B, I, CacheArrays>,
+    /// The global switch of the layer.
+    per_cpu: AtomicBool,
+}
+
+impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
+    const CPUS_FIT: () = assert!(I::CPUS <= MAX_CPUS, "more CPUs than array slots");
+
+    /// Starts the slab layer over `backend`, and this layer in front of it (off with
+    /// `options.no_per_cpu`).
+    pub fn new(backend: B, options: SlabOptions) -> Result<Self, SlabError> {
+        Ok(Self {
+            per_cpu: AtomicBool::new(!options.no_per_cpu),
+            slab: SlabCaches::new(backend, options)?,
+        })
+    }
+
+    /// The slab layer below.
+    pub fn slab(&self) -> &SlabCaches<B, I, CacheArrays> {
+        &self.slab
+    }
+
+    /// Creates a cache (see [`SlabCaches::create`]) and returns the handle its user
+    /// keeps; its arrays are made when each CPU first uses it.
+    pub fn create_cache(
+        &self,
+        name: &'static str,
+        size: usize,
+        align: usize,
+        flags: SlabFlags,
+        ctor: Option<crate::slab::Constructor>,
+        dtor: Option<crate::slab::Destructor>,
+    ) -> Result<Cache<'_, B, I>, SlabError> {
+        let cache = self.slab.create(name, size, align, flags, ctor, dtor)?;
+        Ok(Cache {
+            caches: self,
+            cache,
+        })
+    }
+
+    /// An object of `cache` (2.4's `kmem_cache_alloc`): from this CPU's array when it has
+    /// one, else from the slabs.
+    #[inline]
+    pub fn alloc(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
+        let () = Self::CPUS_FIT;
+        if I::CPUS > 0 {
+            loop {
+                let saved = I::disable();
+                match self.alloc_here(cache) {
+                    Ok(Some(object)) => {
+                        // SAFETY: `saved` is from the `disable` above, the latest one.
+                        unsafe { I::restore(saved) };
+                        return Ok(object);
+                    }
+                    Ok(None) => {
+                        // SAFETY: as above.
+                        unsafe { I::restore(saved) };
+                        break;
+                    }
+                    Err(()) => {
+                        // Slabs empty: grow with interrupts as the caller had them (2.4
+                        // does the same), then try again; someone may take the new slab's
+                        // objects first, which only means another round.
+                        // SAFETY: as above.
+                        unsafe { I::restore(saved) };
+                        self.slab.grow_or_reclaim(cache)?;
+                    }
+                }
+            }
+        }
+        self.slab.alloc(cache)
+    }
+
+    /// With interrupts off: an object from this CPU's array, refilled if empty.
+    /// `Ok(None)`: this CPU has no array for the cache (use the slabs); `Err`: the array
+    /// is empty and so are the slabs.
+    #[inline]
+    fn alloc_here(&self, cache: &CacheDescriptor<I>) -> Result<Option<NonNull<u8>>, ()> {
+        let cpu = I::current_cpu();
+        let Some(array) = cache
+            .front
+            .array(cpu)
+            .or_else(|| self.make_array(cache, cpu))
+        else {
+            return Ok(None);
+        };
+        let h = array.header();
+        let mut avail = array.avail();
+        if avail > 0 {
+            bump(&h.alloc_hit);
+        } else {
+            avail = self.refill(cache, array);
+            if avail == 0 {
+                // Counted when the retry after growing refills.
+                return Err(());
+            }
+            bump(&h.alloc_miss);
+        }
+        avail -= 1;
+        array.set_avail(avail);
+        // SAFETY: our array, interrupts off; entry `avail` was written by a free or a
+        // refill.
+        let object = unsafe { *array.entries().add(avail) };
+        Ok(NonNull::new(object))
+    }
+
+    /// Takes up to `batchcount` objects from the slabs into an empty array, under one
+    /// acquisition of the cache lock (2.4's `kmem_cache_alloc_batch`). Returns how many.
+    fn refill(&self, cache: &CacheDescriptor<I>, array: Array) -> usize {
+        let batch = array.header().batchcount as usize;
+        // SAFETY: our array, interrupts off, empty: nothing else reads or writes its
+        // entries while this slice lives; `batchcount <= limit` entries are in the object.
+        let entries = unsafe {
+            core::slice::from_raw_parts_mut(array.entries().cast::<MaybeUninit<*mut u8>>(), batch)
+        };
+        let n = self.slab.take_batch(cache, entries);
+        array.set_avail(n);
+        n
+    }
+
+    /// Gives `addr` back to `cache` (2.4's `kmem_cache_free`): into this CPU's array
+    /// when it has one, else to its slab. A bad free is reported and changes nothing
+    /// (see the module docs for what the array path checks).
+    #[inline]
+    pub fn free(&self, cache: &CacheDescriptor<I>, addr: usize) -> Result<(), SlabError> {
+        if I::CPUS > 0 {
+            let saved = I::disable();
+            let result = self.free_here(cache, addr);
+            // SAFETY: `saved` is from the `disable` above, the latest one.
+            unsafe { I::restore(saved) };
+            if let Some(result) = result {
+                return result;
+            }
+        }
+        self.slab.free(cache, addr)
+    }
+
+    /// With interrupts off: pushes `addr` on this CPU's array, flushing half of it first
+    /// if full. `None`: no array, or a suspicious pointer that the slab path must judge.
+    #[inline]
+    fn free_here(&self, cache: &CacheDescriptor<I>, addr: usize) -> Option<Result<(), SlabError>> {
+        let cpu = I::current_cpu();
+        let array = cache
+            .front
+            .array(cpu)
+            .or_else(|| self.make_array(cache, cpu))?;
+        if !self.slab.looks_like_object(cache, addr) {
+            return None;
+        }
+        let h = array.header();
+        let mut avail = array.avail();
+        // SAFETY: our array, interrupts off, `avail - 1 < avail`.
+        if avail > 0 && unsafe { *array.entries().add(avail - 1) }.addr() == addr {
+            let error = SlabError::DoubleFree {
+                cache: cache.name,
+                addr,
+            };
+            self.slab.count_error(cache, &error);
+            return Some(Err(error));
+        }
+        let mut flushed = Ok(());
+        if avail < h.limit as usize {
+            bump(&h.free_hit);
+        } else {
+            bump(&h.free_miss);
+            let batch = h.batchcount as usize;
+            // SAFETY: our array, interrupts off, `batch <= limit == avail`.
+            flushed = self.slab.free_batch(cache, unsafe { array.slice(batch) });
+            // SAFETY: entries `batch..avail` move down to `0..avail - batch`, inside the
+            // array.
+            unsafe {
+                core::ptr::copy(array.entries().add(batch), array.entries(), avail - batch);
+            }
+            avail -= batch;
+        }
+        // SAFETY: our array, interrupts off, `avail < limit`.
+        unsafe {
+            array
+                .entries()
+                .add(avail)
+                .write(core::ptr::with_exposed_provenance_mut(addr))
+        };
+        array.set_avail(avail + 1);
+        // An error of the flush concerns an object freed earlier (it was reported); this
+        // one is cached.
+        let _ = flushed;
+        Some(Ok(()))
+    }
+
+    /// Makes this CPU's array for `cache`, if the layer is on, the cache wants arrays
+    /// and the general caches exist. Interrupts are off.
+    fn make_array(&self, cache: &CacheDescriptor<I>, cpu: usize) -> Option<Array> {
+        if !self.per_cpu_enabled() {
+            return None;
+        }
+        let limit = cache.front.limit.load(Ordering::Relaxed);
+        let batchcount = cache.front.batchcount.load(Ordering::Relaxed);
+        if limit == 0 {
+            return None;
+        }
+        let home = self.array_cache_for(limit)?;
+        let object = self.slab.alloc(home).ok()?.cast::<ArrayCache>();
+        // SAFETY: an object of a general cache of at least `bytes_for(limit)` bytes,
+        // aligned to its size (at least 128), ours.
+        unsafe {
+            object.write(ArrayCache {
+                avail: AtomicU32::new(0),
+                limit: limit as u32,
+                batchcount: batchcount.clamp(1, limit) as u32,
+                alloc_hit: AtomicU64::new(0),
+                alloc_miss: AtomicU64::new(0),
+                free_hit: AtomicU64::new(0),
+                free_miss: AtomicU64::new(0),
+            });
+        }
+        cache.front.arrays[cpu].store(object.as_ptr(), Ordering::Release);
+        Some(Array(object))
+    }
+
+    /// The general cache that holds arrays of `limit` entries (none during bootstrap).
+    pub(super) fn array_cache_for(&self, limit: usize) -> Option<&CacheDescriptor<I>> {
+        self.slab.general_cache_for(Array::bytes_for(limit))
+    }
+
+    /// Where `addr` lies, if inside an object of some slab: see
+    /// [`SlabCaches::object_info`].
+    pub fn object_info(&self, addr: usize) -> Option<ObjectInfo> {
+        self.slab.object_info(addr)
+    }
+
+    /// Checks every invariant of the slab layer: see [`SlabCaches::check_invariants`].
+    pub fn check_invariants(&self) {
+        self.slab.check_invariants();
+    }
+}
+
+impl<B: SlabBackend, I: CpuLocal> Drop for CpuCaches<B, I> {
+    /// Drains and frees every array, so that the slab layer (dropped next) finds every
+    /// cache without objects it does not know about.
+    fn drop(&mut self) {
+        self.slab
+            .for_each_cache(Walk::OldestFirst, |cache| self.drain(cache, true));
+    }
+}
