@@ -165,7 +165,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         let Some(array) = cache
             .front
             .array(cpu)
-            .or_else(|| self.make_array(cache, cpu))
+            .or_else(|| self.array_for_first_use(cache, cpu))
         else {
             return Ok(None);
         };
@@ -228,7 +228,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         let array = cache
             .front
             .array(cpu)
-            .or_else(|| self.make_array(cache, cpu))?;
+            .or_else(|| self.array_for_first_use(cache, cpu))?;
         if !self.slab.looks_like_object(cache, addr) {
             return None;
         }
@@ -272,12 +272,23 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         Some(Ok(()))
     }
 
-    /// Makes this CPU's array for `cache`, if the layer is on, the cache wants arrays
-    /// and the general caches exist. Interrupts are off.
-    fn make_array(&self, cache: &CacheDescriptor<I>, cpu: usize) -> Option<Array> {
-        if !self.per_cpu_enabled() {
-            return None;
+    /// When this CPU has no array for `cache`: makes one if the layer is on. The switch
+    /// is read here, not on every operation, because switching off frees every array:
+    /// with the layer off, every operation comes here, and pays one load before the slabs.
+    #[inline]
+    fn array_for_first_use(&self, cache: &CacheDescriptor<I>, cpu: usize) -> Option<Array> {
+        if self.per_cpu_enabled() {
+            self.make_array(cache, cpu)
+        } else {
+            None
         }
+    }
+
+    /// Makes this CPU's array for `cache`, if the cache wants arrays and the general
+    /// caches exist. Interrupts are off. Once per CPU and cache: kept out of line.
+    #[cold]
+    #[inline(never)]
+    fn make_array(&self, cache: &CacheDescriptor<I>, cpu: usize) -> Option<Array> {
         let limit = cache.front.limit.load(Ordering::Relaxed);
         let batchcount = cache.front.batchcount.load(Ordering::Relaxed);
         if limit == 0 {
