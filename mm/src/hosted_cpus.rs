@@ -35,13 +35,21 @@ static GUARDS: [CachePadded<AtomicBool>; HOST_CPUS] =
 /// The next slot for a thread that did not choose one.
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
+/// What a thread holds: how many `disable`s it has not restored yet, and (when that is
+/// not 0) the slot whose guard it holds, the slot it stands for or, inside
+/// `on_each_cpu`, acts as. One word, read and written whole: every operation of the
+/// per-CPU layer reads it two or three times.
+#[derive(Clone, Copy)]
+struct Held {
+    depth: u32,
+    slot: u32,
+}
+
 std::thread_local! {
-    /// The slot this thread stands for.
+    /// The slot this thread stands for, once chosen.
     static BOUND: Cell<Option<usize>> = const { Cell::new(None) };
-    /// The slot this thread acts as inside `on_each_cpu`.
-    static ACTING: Cell<Option<usize>> = const { Cell::new(None) };
-    /// How many `disable`s this thread has not restored yet.
-    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// See [`Held`].
+    static HELD: Cell<Held> = const { Cell::new(Held { depth: 0, slot: 0 }) };
 }
 
 /// CPUs made of host threads: see the [module docs](self).
@@ -57,22 +65,38 @@ impl HostCpus {
     /// one slot's guard held and then claim another's).
     pub fn bind(cpu: usize) {
         assert!(cpu < HOST_CPUS, "no host CPU {cpu}");
-        assert_eq!(DEPTH.get(), 0, "HostCpus::bind with interrupts off");
+        assert_eq!(HELD.get().depth, 0, "HostCpus::bind with interrupts off");
         BOUND.set(Some(cpu));
     }
 
-    fn slot() -> usize {
-        if let Some(cpu) = ACTING.get() {
-            return cpu;
+    /// The slot this thread stands for (chosen round-robin on first use).
+    #[inline]
+    fn bound_slot() -> usize {
+        match BOUND.get() {
+            Some(cpu) => cpu,
+            None => Self::choose_slot(),
         }
-        BOUND.get().unwrap_or_else(|| {
-            let cpu = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % HOST_CPUS;
-            BOUND.set(Some(cpu));
-            cpu
-        })
     }
 
+    #[cold]
+    fn choose_slot() -> usize {
+        let cpu = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % HOST_CPUS;
+        BOUND.set(Some(cpu));
+        cpu
+    }
+
+    #[inline]
     fn take_guard(cpu: usize) {
+        if GUARDS[cpu]
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            Self::wait_for_guard(cpu);
+        }
+    }
+
+    #[cold]
+    fn wait_for_guard(cpu: usize) {
         let backoff = Backoff::new();
         // Strong, not weak: a spurious failure (Miri simulates them, x86 has none) would
         // send an uncontended `disable` into the back-off.
@@ -85,6 +109,7 @@ impl HostCpus {
         }
     }
 
+    #[inline]
     fn release_guard(cpu: usize) {
         GUARDS[cpu].store(false, Ordering::Release);
     }
@@ -96,19 +121,33 @@ impl HostCpus {
 unsafe impl InterruptControl for HostCpus {
     type State = ();
 
+    #[inline]
     fn disable() {
-        let depth = DEPTH.get();
-        if depth == 0 {
-            Self::take_guard(Self::slot());
+        let held = HELD.get();
+        if held.depth == 0 {
+            let slot = Self::bound_slot();
+            Self::take_guard(slot);
+            HELD.set(Held {
+                depth: 1,
+                slot: slot as u32,
+            });
+        } else {
+            HELD.set(Held {
+                depth: held.depth + 1,
+                ..held
+            });
         }
-        DEPTH.set(depth + 1);
     }
 
+    #[inline]
     unsafe fn restore(_state: ()) {
-        let depth = DEPTH.get() - 1;
-        DEPTH.set(depth);
-        if depth == 0 {
-            Self::release_guard(Self::slot());
+        let held = HELD.get();
+        HELD.set(Held {
+            depth: held.depth - 1,
+            ..held
+        });
+        if held.depth == 1 {
+            Self::release_guard(held.slot as usize);
         }
     }
 
@@ -118,29 +157,36 @@ unsafe impl InterruptControl for HostCpus {
 }
 
 // SAFETY: (1) the slot a thread stands for changes only with its depth at 0 (`bind`
-// asserts it, `on_each_cpu` sets and clears `ACTING` around a depth of exactly one), and
+// asserts it, `on_each_cpu` sets the slot it acts as with a depth of exactly one), and
 // a thread with depth > 0 holds that slot's guard, which excludes every other thread.
 // (2) `on_each_cpu` visits every slot, holding its guard, acting as it.
 unsafe impl CpuLocal for HostCpus {
     const CPUS: usize = HOST_CPUS;
 
+    #[inline]
     fn current_cpu() -> usize {
-        Self::slot()
+        let held = HELD.get();
+        if held.depth > 0 {
+            held.slot as usize
+        } else {
+            Self::bound_slot()
+        }
     }
 
     fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
         assert_eq!(
-            DEPTH.get(),
+            HELD.get().depth,
             0,
             "on_each_cpu with interrupts off: it would wait for this CPU's own guard"
         );
         for cpu in 0..HOST_CPUS {
             Self::take_guard(cpu);
-            ACTING.set(Some(cpu));
-            DEPTH.set(1);
+            HELD.set(Held {
+                depth: 1,
+                slot: cpu as u32,
+            });
             f(cpu);
-            DEPTH.set(0);
-            ACTING.set(None);
+            HELD.set(Held { depth: 0, slot: 0 });
             Self::release_guard(cpu);
         }
     }

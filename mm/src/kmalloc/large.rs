@@ -9,6 +9,8 @@ use core::ptr::NonNull;
 
 impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
     /// A run of pages holding `size` bytes at an `align`-aligned address.
+    #[cold]
+    #[inline(never)]
     pub(super) fn alloc_large(
         &self,
         size: usize,
@@ -40,6 +42,7 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
     }
 
     /// Frees a large allocation whose first page is at `addr`.
+    #[cold]
     pub(super) fn free_large(&self, addr: usize) -> Result<(), SlabError> {
         let slab = self.caches.slab();
         let Some(start) = slab.claim_large(addr) else {

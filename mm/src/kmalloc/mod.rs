@@ -54,6 +54,7 @@ impl Gfp {
     pub const DMA: Self = Self(1);
 
     /// True when every flag of `other` is set.
+    #[inline]
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }
@@ -81,6 +82,7 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
 
     /// `size` bytes (2.4's `kmalloc`), aligned to their size class (up to a page), or to
     /// a page beyond 128 KiB. `size` 0 gets the smallest object, as in 2.4.
+    #[inline]
     pub fn kmalloc(&self, size: usize, flags: Gfp) -> Result<NonNull<u8>, SlabError> {
         self.kmalloc_aligned(size, 0, flags)
     }
@@ -88,6 +90,7 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
     /// `size` bytes aligned to `align` (a power of two, or 0 for the default): from the
     /// size class of `max(size, align)` when that is a class and `align` is at most a
     /// page, else a range with that alignment.
+    #[inline]
     pub fn kmalloc_aligned(
         &self,
         size: usize,
@@ -117,18 +120,26 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
     /// # Safety
     ///
     /// Nobody uses the memory after this call.
+    #[inline]
     pub unsafe fn kfree(&self, ptr: *mut u8) -> Result<(), SlabError> {
         if ptr.is_null() {
             return Ok(());
         }
         let addr = ptr.addr();
-        let slab = self.caches.slab();
-        if let Owner::Cache(cache) = slab.owner(addr)
-            && cache.general
-        {
-            return self.caches.free(cache, addr);
+        match self.caches.slab().object_owner(addr) {
+            Some((cache, starts_object)) if cache.general => {
+                self.caches.free_checked(cache, addr, starts_object)
+            }
+            _ => self.kfree_other(addr),
         }
-        match slab.free_general(addr) {
+    }
+
+    /// `kfree` of a pointer whose page is no general cache's: a large block, or a bad
+    /// free (of another cache's object, or of no cache's) to report.
+    #[cold]
+    #[inline(never)]
+    fn kfree_other(&self, addr: usize) -> Result<(), SlabError> {
+        match self.caches.slab().free_general(addr) {
             Ok(()) => Ok(()),
             Err(Some(error)) => Err(error),
             Err(None) => self.free_large(addr),

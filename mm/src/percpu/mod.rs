@@ -125,10 +125,41 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
 
     /// An object of `cache` (2.4's `kmem_cache_alloc`): from this CPU's array when it has
     /// one, else from the slabs.
+    ///
+    /// The hit is written out here, and everything else is out of line in
+    /// [`alloc_slow`](Self::alloc_slow): interrupts off, one load for the array, one
+    /// for `avail`, the pop, the hit counter, interrupts restored.
     #[inline]
     pub fn alloc(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
         let () = Self::CPUS_FIT;
         if I::CPUS > 0 {
+            let saved = I::disable();
+            if let Some(array) = cache.front.array(I::current_cpu()) {
+                let avail = array.avail();
+                if avail > 0 {
+                    // SAFETY: our array, interrupts off; entry `avail - 1` was written by
+                    // a free or a refill.
+                    let object = unsafe { *array.entries().add(avail - 1) };
+                    if let Some(object) = NonNull::new(object) {
+                        array.set_avail(avail - 1);
+                        bump(&array.header().alloc_hit);
+                        // SAFETY: `saved` is from the `disable` above, the latest one.
+                        unsafe { I::restore(saved) };
+                        return Ok(object);
+                    }
+                }
+            }
+            // SAFETY: as above.
+            unsafe { I::restore(saved) };
+        }
+        self.alloc_slow(cache)
+    }
+
+    /// An allocation that missed: make this CPU's array, or refill it, or grow the cache
+    /// and try again, or (no array) take the object from the slabs.
+    #[inline(never)]
+    fn alloc_slow(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
+        if self.per_cpu_enabled() {
             loop {
                 let saved = I::disable();
                 match self.alloc_here(cache) {
@@ -159,7 +190,6 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// With interrupts off: an object from this CPU's array, refilled if empty.
     /// `Ok(None)`: this CPU has no array for the cache (use the slabs); `Err`: the array
     /// is empty and so are the slabs.
-    #[inline]
     fn alloc_here(&self, cache: &CacheDescriptor<I>) -> Result<Option<NonNull<u8>>, ()> {
         let cpu = I::current_cpu();
         let Some(array) = cache
@@ -208,7 +238,67 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// (see the module docs for what the array path checks).
     #[inline]
     pub fn free(&self, cache: &CacheDescriptor<I>, addr: usize) -> Result<(), SlabError> {
-        if I::CPUS > 0 {
+        let starts_object = matches!(
+            self.slab.object_owner(addr),
+            Some((owner, true)) if core::ptr::eq(owner, cache)
+        );
+        self.free_checked(cache, addr, starts_object)
+    }
+
+    /// [`free`](Self::free) for a caller that has read the owner table already (`kfree`):
+    /// `starts_object` says that the table names `cache` for `addr`'s page and that
+    /// `addr` starts one of its objects ([`SlabCaches::object_owner`]). A pointer that
+    /// fails that goes to the slab path, which judges it under the cache lock.
+    ///
+    /// The hit is written out here, the rest is in [`free_slow`](Self::free_slow):
+    /// interrupts off, one load for the array, one for `avail`, the compare with the
+    /// object freed last (the common double free), the push, the hit counter.
+    #[inline]
+    pub fn free_checked(
+        &self,
+        cache: &CacheDescriptor<I>,
+        addr: usize,
+        starts_object: bool,
+    ) -> Result<(), SlabError> {
+        if I::CPUS > 0 && starts_object {
+            let saved = I::disable();
+            if let Some(array) = cache.front.array(I::current_cpu()) {
+                let avail = array.avail();
+                let entries = array.entries();
+                // SAFETY: our array, interrupts off; entry `avail - 1` is written when
+                // `avail > 0`.
+                let last = (avail > 0).then(|| unsafe { *entries.add(avail - 1) }.addr());
+                if avail < array.header().limit as usize && last != Some(addr) {
+                    // SAFETY: our array, interrupts off, `avail < limit`.
+                    unsafe {
+                        entries
+                            .add(avail)
+                            .write(core::ptr::with_exposed_provenance_mut(addr))
+                    };
+                    array.set_avail(avail + 1);
+                    bump(&array.header().free_hit);
+                    // SAFETY: `saved` is from the `disable` above, the latest one.
+                    unsafe { I::restore(saved) };
+                    return Ok(());
+                }
+            }
+            // SAFETY: as above.
+            unsafe { I::restore(saved) };
+        }
+        self.free_slow(cache, addr, starts_object)
+    }
+
+    /// A free that missed: this CPU has no array yet (make it), or it is full (flush a
+    /// batch), or `addr` is the object freed last (a double free), or the pointer is
+    /// suspicious (the slab path judges it).
+    #[inline(never)]
+    fn free_slow(
+        &self,
+        cache: &CacheDescriptor<I>,
+        addr: usize,
+        starts_object: bool,
+    ) -> Result<(), SlabError> {
+        if starts_object && self.per_cpu_enabled() {
             let saved = I::disable();
             let result = self.free_here(cache, addr);
             // SAFETY: `saved` is from the `disable` above, the latest one.
@@ -220,18 +310,14 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         self.slab.free(cache, addr)
     }
 
-    /// With interrupts off: pushes `addr` on this CPU's array, flushing half of it first
-    /// if full. `None`: no array, or a suspicious pointer that the slab path must judge.
-    #[inline]
+    /// With interrupts off: pushes `addr`, which starts an object of `cache`, on this
+    /// CPU's array, flushing a batch first if full. `None`: no array (the slab path).
     fn free_here(&self, cache: &CacheDescriptor<I>, addr: usize) -> Option<Result<(), SlabError>> {
         let cpu = I::current_cpu();
         let array = cache
             .front
             .array(cpu)
             .or_else(|| self.array_for_first_use(cache, cpu))?;
-        if !self.slab.looks_like_object(cache, addr) {
-            return None;
-        }
         let h = array.header();
         let mut avail = array.avail();
         // SAFETY: our array, interrupts off, `avail - 1 < avail`.

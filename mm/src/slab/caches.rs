@@ -387,12 +387,13 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
         self.core.owners.claim_large(addr)
     }
 
-    /// Whether `addr`, freed into `cache`, looks like one of its objects, from the owner
-    /// table alone (no lock): the checks of a free that does not reach the slab. See
-    /// `Core::looks_like_object` (`ops.rs`).
+    /// The cache whose slab holds `addr` and whether `addr` starts one of its objects,
+    /// read from the owner table without a lock (exact on-slab, by alignment off-slab):
+    /// what a free checks before it trusts a pointer to a per-CPU array. `None` when the
+    /// page is no slab's. See `Core::object_owner` (`ops.rs`).
     #[inline]
-    pub fn looks_like_object(&self, cache: &SlabCache<I, F>, addr: usize) -> bool {
-        self.core.looks_like_object(cache, addr)
+    pub fn object_owner(&self, addr: usize) -> Option<(&SlabCache<I, F>, bool)> {
+        self.core.object_owner(addr)
     }
 
     /// Passes `error` to the reporter.

@@ -38,6 +38,7 @@ impl SlabFlags {
     }
 
     /// True when every flag of `other` is set.
+    #[inline]
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }

@@ -97,6 +97,22 @@ pub struct Geometry {
     /// The flags in effect (`POISON` is dropped for caches with a constructor or
     /// destructor: free objects must stay in their constructed state).
     pub flags: SlabFlags,
+    /// `slot` is `odd << slot_shift`: see [`index_of`](Self::index_of).
+    pub slot_shift: u32,
+    /// The inverse of `odd` modulo 2^64: see [`index_of`](Self::index_of).
+    pub slot_inverse: usize,
+}
+
+/// The inverse of the odd number `odd` modulo 2^64 (Newton's iteration: each step
+/// doubles the correct low bits, and `odd` itself is right to 3 bits).
+const fn inverse_mod_word(odd: usize) -> usize {
+    let mut inverse = odd;
+    let mut step = 0;
+    while step < 5 {
+        inverse = inverse.wrapping_mul(2usize.wrapping_sub(odd.wrapping_mul(inverse)));
+        step += 1;
+    }
+    inverse
 }
 
 impl Geometry {
@@ -199,20 +215,24 @@ impl Geometry {
             colour: left_over / colour_off,
             colour_off,
             flags,
+            slot_shift: slot.trailing_zeros(),
+            slot_inverse: inverse_mod_word(slot >> slot.trailing_zeros()),
         })
     }
 
     /// The index of the object that starts `offset` bytes after the first object, if
-    /// one does. The free path runs this on every free: a shift and a mask for the
-    /// power-of-two slots of the general caches, a division otherwise.
+    /// one does. Every free runs this, so it has no division and no branch on the slot
+    /// size: with `slot = odd * 2^k` and `inv` the inverse of `odd` modulo 2^64,
+    /// `(offset * inv).rotate_right(k)` is `offset / slot` when `slot` divides `offset`,
+    /// and larger than `usize::MAX / slot` (so than `num`) when it does not (Granlund and
+    /// Montgomery's exact-division test, Hacker's Delight 10-17). A multiply, a rotate
+    /// and a compare.
+    #[inline]
     pub fn index_of(&self, offset: usize) -> Option<usize> {
-        let (index, rest) = if self.slot.is_power_of_two() {
-            let shift = self.slot.trailing_zeros();
-            (offset >> shift, offset & (self.slot - 1))
-        } else {
-            (offset / self.slot, offset % self.slot)
-        };
-        (rest == 0 && index < self.num).then_some(index)
+        let index = offset
+            .wrapping_mul(self.slot_inverse)
+            .rotate_right(self.slot_shift);
+        (index < self.num).then_some(index)
     }
 
     /// Pages per slab.
@@ -286,6 +306,42 @@ mod tests {
         // The last colour still leaves room for every object and the descriptor.
         assert!(g.colour.saturating_sub(1) * g.colour_off <= g.left_over);
         assert_eq!(g.colour_off % g.align, 0);
+    }
+
+    /// The division-free object index agrees with plain division for every offset of
+    /// the slab, for slot sizes odd, even, powers of two and not.
+    #[test]
+    fn index_of_is_exact_division() {
+        let sizes: &[usize] = if cfg!(miri) {
+            &[8, 24, 96, 4096]
+        } else {
+            &[
+                8, 16, 24, 40, 56, 64, 72, 96, 100, 200, 256, 504, 700, 1000, 1024, 3000, 4096,
+            ]
+        };
+        for &size in sizes {
+            let g = geo(size, 0, NO_FLAGS);
+            let step = if cfg!(miri) { 7 } else { 1 };
+            for offset in (0..g.slab_bytes() + g.slot).step_by(step) {
+                let expected =
+                    (offset % g.slot == 0 && offset / g.slot < g.num).then_some(offset / g.slot);
+                assert_eq!(
+                    g.index_of(offset),
+                    expected,
+                    "slot {}, offset {offset}",
+                    g.slot
+                );
+            }
+            // Far offsets (a pointer below the slab wraps around) are refused too.
+            for offset in [usize::MAX, usize::MAX - g.slot + 1, 1 << 63] {
+                assert_eq!(
+                    g.index_of(offset),
+                    None,
+                    "slot {}, offset {offset:#x}",
+                    g.slot
+                );
+            }
+        }
     }
 
     #[test]

@@ -238,34 +238,38 @@ impl<B: SlabBackend> Core<B> {
         }
     }
 
-    /// The checks of a free that does not reach the slab (the per-CPU layer's), reading
-    /// only the owner table: its entry must name `cache`, and `addr` must start an
-    /// object. With the descriptor on the slab, the objects' start follows from the
-    /// entry's slab pointer (`s_mem` is the descriptor plus `desc_area`), so the check is
-    /// exact; off the slab, only the objects' alignment is checked.
+    /// The cache whose slab holds `addr`, and whether `addr` starts one of its objects,
+    /// from the owner table alone (no lock): the checks of a free that does not reach
+    /// the slab (the per-CPU layer's). `None` when the page is no slab's. With the
+    /// descriptor on the slab, the objects' start follows from the entry's slab word
+    /// (`s_mem` is the descriptor plus `desc_area`), so the answer is exact; off the slab,
+    /// only the objects' alignment is checked.
     #[inline]
-    pub fn looks_like_object<I: InterruptControl, F: CacheFront>(
+    pub fn object_owner<I: InterruptControl, F: CacheFront>(
         &self,
-        cache: &SlabCache<I, F>,
         addr: usize,
-    ) -> bool {
-        let Some(entry) = self.owners.entry(addr) else {
-            return false;
-        };
-        if entry.cache.load(Ordering::Acquire) != cache.as_owner() {
-            return false;
+    ) -> Option<(&SlabCache<I, F>, bool)> {
+        let entry = self.owners.entry(addr)?;
+        let cache = entry.cache.load(Ordering::Acquire);
+        if cache.is_null() || cache == LARGE {
+            return None;
         }
+        // SAFETY: as in `owner`: a cache named by the owner table is alive unless it is
+        // being destroyed while someone frees into it, which the contract excludes.
+        let cache = unsafe { &*cache.cast::<SlabCache<I, F>>() };
         let geo = &cache.geo;
-        if geo.off_slab {
-            return addr.is_multiple_of(geo.align);
-        }
-        // A valid object's page cannot change hands while the object is allocated, so
-        // the slab word matches the cache word; for a bad pointer a stale pair only makes
-        // this guess wrong, and the slab path (or the flush) judges it under the lock.
-        let first = entry.slab.load(Ordering::Relaxed).addr() + geo.desc_area + geo.lead;
-        addr.checked_sub(first)
-            .and_then(|offset| geo.index_of(offset))
-            .is_some()
+        let starts = if geo.off_slab {
+            // `align` is a power of two: a mask, not a division.
+            addr & (geo.align - 1) == 0
+        } else {
+            // A valid object's page cannot change hands while the object is allocated, so
+            // the slab word matches the cache word; for a bad pointer a stale pair only
+            // makes this guess wrong, and the slab path (or the flush) judges it under
+            // the lock.
+            let first = entry.slab.load(Ordering::Relaxed).addr() + geo.desc_area + geo.lead;
+            geo.index_of(addr.wrapping_sub(first)).is_some()
+        };
+        Some((cache, starts))
     }
 
     /// Frees `addr` into the general cache that owns its page (`kfree` of a slab

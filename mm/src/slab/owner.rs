@@ -80,6 +80,7 @@ impl OwnerTable {
     }
 
     /// The entry of the page containing `addr`, if it is in the window.
+    #[inline]
     pub fn entry(&self, addr: usize) -> Option<&PageEntry> {
         let page = addr.checked_sub(self.window_start)? / PAGE_SIZE;
         if page >= self.window_pages {
