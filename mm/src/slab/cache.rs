@@ -34,8 +34,9 @@ use super::owner::OwnerTable;
 use super::{Constructor, Destructor, SlabError};
 use crate::platform::{InterruptControl, PAGE_SIZE};
 use crate::sync::SpinLock;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::AtomicPtr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// What the layer above keeps in every cache descriptor, made with the cache: the
 /// per-CPU arrays and their parameters (2.4 keeps `cpudata[]` in `kmem_cache_t` too).
@@ -229,6 +230,69 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         Taken::Object(obj)
     }
 
+    /// Takes up to `out.len()` objects into the front of `out`, a slab at a time: the
+    /// refill of a per-CPU array. Each slab is looked at once, its objects popped in a
+    /// tight loop, and moved to its new list once; the counters change once per batch.
+    /// Debug caches (whose objects are checked one by one) take the object path.
+    /// Returns how many, and the error of an object quarantined on the way (which ends
+    /// the batch).
+    pub fn take_batch(
+        &self,
+        st: &mut CacheState,
+        out: &mut [MaybeUninit<*mut u8>],
+    ) -> (usize, Option<SlabError>) {
+        let geo = &self.geo;
+        let mut n = 0;
+        if geo.red_zone() || geo.poison() {
+            while n < out.len() {
+                match self.take(st) {
+                    Taken::Object(object) => {
+                        out[n].write(object.as_ptr());
+                        n += 1;
+                    }
+                    Taken::Empty => break,
+                    Taken::Quarantined(error) => return (n, Some(error)),
+                }
+            }
+            return (n, None);
+        }
+        while n < out.len() {
+            let (slab, from_free) = match (st.partial.first(), st.free.first()) {
+                (Some(slab), _) => (slab, false),
+                (None, Some(slab)) => (slab, true),
+                (None, None) => break,
+            };
+            // SAFETY: `slab` is on one of this cache's lists and we hold the lock (`st`);
+            // the view is dropped before the list operations below.
+            let inuse = unsafe {
+                let mut s = slab.get_mut(geo.num);
+                let s_mem = s.s_mem();
+                while n < out.len()
+                    && let Some(i) = s.pop()
+                {
+                    out[n].write(self.object(s_mem, i).as_ptr());
+                    n += 1;
+                }
+                s.inuse()
+            };
+            // SAFETY: `slab` is on `free` (when `from_free`) or on `partial`, and had a
+            // free object, so it moves only to `partial` or `full`.
+            unsafe {
+                match (from_free, inuse == geo.num) {
+                    (true, true) => st.free.move_to(slab, &mut st.full),
+                    (true, false) => st.free.move_to(slab, &mut st.partial),
+                    (false, true) => st.partial.move_to(slab, &mut st.full),
+                    (false, false) => {}
+                }
+            }
+        }
+        let c = &mut st.counters;
+        c.active += n;
+        c.allocs += n as u64;
+        c.high = c.high.max(c.active);
+        (n, None)
+    }
+
     /// Red zones and poison of an object just taken; on success, marks it allocated.
     fn check_on_alloc(&self, obj: NonNull<u8>) -> Result<(), SlabError> {
         let geo = &self.geo;
@@ -275,19 +339,145 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         owners: &OwnerTable,
         addr: usize,
     ) -> Result<(), FreeFault> {
-        let invalid = |cache| FreeFault::Error(SlabError::InvalidFree { cache, addr });
-        let entry = owners.entry(addr).ok_or(invalid(None))?;
-        let owner = entry.cache.load(core::sync::atomic::Ordering::Acquire);
-        if owner.is_null() {
-            return Err(invalid(None));
+        self.release(st, owners, addr)?;
+        st.counters.active -= 1;
+        st.counters.frees += 1;
+        Ok(())
+    }
+
+    /// [`give_back`](Self::give_back) of every object of `objects`, in order, under the
+    /// lock the caller holds: the flush of a per-CPU array. The counters change once.
+    /// Stops at the first object that cannot be freed and returns its position and
+    /// fault; the objects before it are freed.
+    pub fn give_back_batch(
+        &self,
+        st: &mut CacheState,
+        owners: &OwnerTable,
+        objects: &[*mut u8],
+    ) -> Result<(), (usize, FreeFault)> {
+        let geo = &self.geo;
+        if geo.red_zone() || geo.poison() {
+            return self.give_back_each(st, owners, objects);
         }
+        // Objects of one slab tend to come together: the slab in hand stays in hand, and
+        // moves to its new list when the next object is another slab's (or at the end).
+        let mut current: Option<(Slab, SlabMut<'_>, bool, usize)> = None;
+        let mut freed = 0;
+        let mut result = Ok(());
+        for (position, object) in objects.iter().enumerate() {
+            let addr = object.addr();
+            let slab = match owners.entry(addr) {
+                Some(entry) if entry.cache.load(Ordering::Acquire) == self.as_owner() => {
+                    entry.slab.load(Ordering::Relaxed)
+                }
+                _ => core::ptr::null_mut(),
+            };
+            if current.as_ref().is_none_or(|(s, ..)| s.as_ptr() != slab) {
+                if let Some((s, view, was_full, _)) = current.take() {
+                    // SAFETY: a slab of this cache under its lock, on the list that
+                    // `was_full` says.
+                    unsafe { self.relink(st, s, was_full, view.inuse()) };
+                }
+                let Some(slab) = NonNull::new(slab) else {
+                    // Not this cache's: the single path names the fault.
+                    result = self.release(st, owners, addr).map_err(|f| (position, f));
+                    debug_assert!(result.is_err(), "{addr:#x} was refused, then taken");
+                    break;
+                };
+                // SAFETY: the entry names this cache and we hold its lock: a live slab of
+                // this cache (owner-table protocol, see `owner.rs`).
+                let s = unsafe { Slab::from_ptr(slab) };
+                // SAFETY: as above; the view ends before the slab's list changes.
+                let view = unsafe { s.get_mut(geo.num) };
+                let first = view.s_mem().addr().get() + geo.lead;
+                let was_full = view.inuse() == geo.num;
+                current = Some((s, view, was_full, first));
+            }
+            let Some((_, view, _, first)) = current.as_mut() else {
+                unreachable!("a slab is in hand");
+            };
+            // SAFETY: `index_of` returns an index below `num`.
+            let released = geo
+                .index_of(addr.wrapping_sub(*first))
+                .is_some_and(|i| unsafe { view.release(i) });
+            if !released {
+                let (s, view, was_full, _) = current.take().expect("a slab is in hand");
+                // SAFETY: as above.
+                unsafe { self.relink(st, s, was_full, view.inuse()) };
+                // The single path counts the error and names it.
+                result = self.release(st, owners, addr).map_err(|f| (position, f));
+                debug_assert!(result.is_err(), "{addr:#x} was refused, then taken");
+                break;
+            }
+            freed += 1;
+        }
+        if let Some((s, view, was_full, _)) = current {
+            // SAFETY: as above.
+            unsafe { self.relink(st, s, was_full, view.inuse()) };
+        }
+        st.counters.active -= freed;
+        st.counters.frees += freed as u64;
+        result
+    }
+
+    /// [`give_back_batch`](Self::give_back_batch) one object at a time (debug caches).
+    fn give_back_each(
+        &self,
+        st: &mut CacheState,
+        owners: &OwnerTable,
+        objects: &[*mut u8],
+    ) -> Result<(), (usize, FreeFault)> {
+        for (position, object) in objects.iter().enumerate() {
+            self.give_back(st, owners, object.addr())
+                .map_err(|fault| (position, fault))?;
+        }
+        Ok(())
+    }
+
+    /// Moves a slab that objects were freed into to the list its `inuse` now says.
+    ///
+    /// # Safety
+    ///
+    /// `slab` is a slab of this cache, whose lock the caller holds (`st`), and it is on
+    /// `full` if `was_full`, else on `partial`.
+    unsafe fn relink(&self, st: &mut CacheState, slab: Slab, was_full: bool, inuse: usize) {
+        // SAFETY: on the list the caller says.
+        unsafe {
+            match (was_full, inuse) {
+                (true, 0) => st.full.move_to(slab, &mut st.free),
+                (true, n) if n < self.geo.num => st.full.move_to(slab, &mut st.partial),
+                (false, 0) => st.partial.move_to(slab, &mut st.free),
+                _ => {}
+            }
+        }
+    }
+
+    /// The checks and the work of a free, without the `active`/`frees` counters.
+    #[inline(always)]
+    fn release(
+        &self,
+        st: &mut CacheState,
+        owners: &OwnerTable,
+        addr: usize,
+    ) -> Result<(), FreeFault> {
+        let invalid = |cache| FreeFault::Error(SlabError::InvalidFree { cache, addr });
+        let Some(entry) = owners.entry(addr) else {
+            return Err(invalid(None));
+        };
+        let owner = entry.cache.load(core::sync::atomic::Ordering::Acquire);
         if owner != self.as_owner() {
-            return Err(FreeFault::OtherOwner(owner));
+            return Err(if owner.is_null() {
+                invalid(None)
+            } else {
+                FreeFault::OtherOwner(owner)
+            });
         }
         // The entry names this cache and we hold its lock: the slab word is stable and
         // names a live slab of this cache (owner-table protocol, see `owner.rs`).
         let slab = entry.slab.load(core::sync::atomic::Ordering::Relaxed);
-        let slab = NonNull::new(slab).ok_or(invalid(Some(self.name)))?;
+        let Some(slab) = NonNull::new(slab) else {
+            return Err(invalid(Some(self.name)));
+        };
         // SAFETY: as just said, `slab` is a live slab of this cache.
         let slab = unsafe { Slab::from_ptr(slab) };
         let geo = &self.geo;
@@ -296,10 +486,7 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         let (was_full, inuse) = unsafe {
             let mut s = slab.get_mut(geo.num);
             let first = s.s_mem().addr().get() + geo.lead;
-            let Some(i) = addr
-                .checked_sub(first)
-                .and_then(|offset| geo.index_of(offset))
-            else {
+            let Some(i) = geo.index_of(addr.wrapping_sub(first)) else {
                 st.counters.errors += 1;
                 return Err(invalid(Some(self.name)));
             };
@@ -310,11 +497,13 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
                     addr,
                 }));
             }
-            let obj = self.object(s.s_mem(), i);
-            if let Err(error) = self.check_on_free(obj) {
-                st.counters.quarantined += 1;
-                st.counters.errors += 1;
-                return Err(FreeFault::Error(error));
+            if geo.red_zone() || geo.poison() {
+                let obj = self.object(s.s_mem(), i);
+                if let Err(error) = self.check_on_free(obj) {
+                    st.counters.quarantined += 1;
+                    st.counters.errors += 1;
+                    return Err(FreeFault::Error(error));
+                }
             }
             let was_full = s.inuse() == geo.num;
             s.push(i);
@@ -334,8 +523,6 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
                 st.partial.move_to(slab, &mut st.free);
             }
         }
-        st.counters.active -= 1;
-        st.counters.frees += 1;
         Ok(())
     }
 

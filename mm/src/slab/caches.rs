@@ -8,7 +8,7 @@
 //! which it creates with the cache and otherwise leaves alone. The slab layer alone is
 //! `SlabCaches<B, I, ()>`.
 
-use super::cache::{CacheFront, SlabCache, Taken};
+use super::cache::{CacheFront, SlabCache};
 use super::chain::{Chain, Walk};
 use super::general::SizeClass;
 use super::geometry::Geometry;
@@ -317,24 +317,7 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
     /// acquisition of its lock, without growing it (a per-CPU refill, which grows with
     /// interrupts on when this returns 0). Returns how many.
     pub fn take_batch(&self, cache: &SlabCache<I, F>, out: &mut [MaybeUninit<*mut u8>]) -> usize {
-        let mut n = 0;
-        let mut quarantined = None;
-        {
-            let mut st = cache.state.lock();
-            while n < out.len() {
-                match cache.take(&mut st) {
-                    Taken::Object(object) => {
-                        out[n].write(object.as_ptr());
-                        n += 1;
-                    }
-                    Taken::Empty => break,
-                    Taken::Quarantined(error) => {
-                        quarantined = Some(error);
-                        break;
-                    }
-                }
-            }
-        }
+        let (n, quarantined) = cache.take_batch(&mut cache.state.lock(), out);
         if let Some(error) = quarantined {
             self.core.report(&error);
         }

@@ -214,6 +214,31 @@ impl SlabMut<'_> {
         self.bitmap[i / 64] & (1 << (i % 64)) != 0
     }
 
+    /// Gives object `i` back if it is allocated (the bitmap test and the push in one,
+    /// for the flush of a per-CPU array); false, changing nothing, if it is free.
+    ///
+    /// # Safety
+    ///
+    /// `i` is below the slab's object count (`num` of `get_mut`).
+    #[inline(always)]
+    pub unsafe fn release(&mut self, i: usize) -> bool {
+        debug_assert!(i < self.bufctl.len());
+        // SAFETY: `i < num` (caller): `bufctl` has `num` entries, `bitmap` `num / 64`
+        // rounded up.
+        unsafe {
+            let word = self.bitmap.get_unchecked_mut(i / 64);
+            let bit = 1u64 << (i % 64);
+            if *word & bit == 0 {
+                return false;
+            }
+            *word &= !bit;
+            *self.bufctl.get_unchecked_mut(i) = self.head.free as u16;
+        }
+        self.head.free = i as u32;
+        self.head.inuse -= 1;
+        true
+    }
+
     /// Gives object `i` back; it must be allocated (checked by the caller with
     /// [`is_allocated`](Self::is_allocated): this is the path that double frees would
     /// corrupt).

@@ -164,23 +164,16 @@ impl<B: SlabBackend> Core<B> {
         objs: &[*mut u8],
     ) -> Result<(), SlabError> {
         let mut first_error = None;
-        let mut i = 0;
-        while i < objs.len() {
-            let fault = {
-                let mut st = cache.state.lock();
-                loop {
-                    let Some(&object) = objs.get(i) else {
-                        break None;
-                    };
-                    i += 1;
-                    let addr = object.addr();
-                    if let Err(fault) = cache.give_back(&mut st, &self.owners, addr) {
-                        break Some((fault, addr));
-                    }
+        let mut rest = objs;
+        while !rest.is_empty() {
+            let result = cache.give_back_batch(&mut cache.state.lock(), &self.owners, rest);
+            match result {
+                Ok(()) => break,
+                Err((position, fault)) => {
+                    let addr = rest[position].addr();
+                    first_error.get_or_insert(self.fail(cache, fault, addr));
+                    rest = &rest[position + 1..];
                 }
-            };
-            if let Some((fault, addr)) = fault {
-                first_error.get_or_insert(self.fail(cache, fault, addr));
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -894,6 +894,39 @@ fn batches_take_the_lock_once_per_slab_and_check_every_object() {
     );
     assert_eq!(cache.stats().slab.active_objs, 0);
     slab.caches().check_invariants();
+    // Interleaved slabs, an interior pointer, another cache's object and a pointer of no
+    // slab in one batch: each is reported once, every real object is freed.
+    assert_eq!(cache.alloc_batch(&mut out), Ok(20));
+    let other = slab
+        .caches()
+        .create_cache("other", 64, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let theirs = other.alloc().unwrap();
+    let mut local = 0u64;
+    let mut mixed: Vec<*mut u8> = out.iter().rev().step_by(2).copied().collect();
+    mixed.push(out[7].wrapping_add(8));
+    mixed.extend(out.iter().step_by(2));
+    mixed.push(theirs.as_ptr());
+    mixed.push((&raw mut local).cast());
+    let errors_before = cache.stats().slab.errors;
+    // SAFETY: every object of `out` is freed once; the rest must be refused.
+    let result = unsafe { cache.free_batch(&mixed) };
+    assert_eq!(
+        result,
+        Err(SlabError::InvalidFree {
+            cache: Some("batch"),
+            addr: out[7].addr() + 8
+        })
+    );
+    assert_eq!(cache.stats().slab.active_objs, 0);
+    // Counted in this cache: the interior pointer and the other cache's object (a
+    // pointer of no slab names no cache to count it in).
+    assert_eq!(cache.stats().slab.errors, errors_before + 2);
+    assert_eq!(other.stats().slab.active_objs, 1);
+    slab.caches().check_invariants();
+    // SAFETY: allocated from `other`, freed once.
+    unsafe { other.free(theirs) }.unwrap();
+    assert!(other.destroy().is_ok());
     assert!(cache.destroy().is_ok());
 }
 
