@@ -123,3 +123,68 @@ pub fn print(text: &str, per: u64, top: usize) {
         println!("{:>9.1}  {function}  [{file}]", per_iter(count));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trimmed callgrind file: `run` (own 10, in two files) calls `alloc` (own 7,
+    /// which calls `guard`, own 3) and `free` (own 5).
+    const SAMPLE: &str = "\
+version: 1
+events: Ir
+summary: 25
+fl=(1) /src/workload.rs
+fn=(1) hitpath::workload::measured
+1 0
+cfn=(2) hitpath::workload::run
+calls=1 5
+1 25
+fn=(2)
+5 4
+fi=(2) /src/hint.rs
+9 6
+fe=(1)
+cfl=(3) /mm/kmalloc.rs
+cfn=(3) alloc
+calls=1000 1
+6 10
+cfn=(4) free
+calls=1000 1
+7 5
+fl=(3)
+fn=(3)
+1 7
+cfn=(5) guard
+calls=1000 1
+2 3
+fn=(4)
+1 5
+fn=(5)
+1 3
+";
+
+    #[test]
+    fn inclusive_counts_add_the_calls_and_own_counts_split_by_file() {
+        let profile = parse(SAMPLE);
+        let inclusive = |name: &str| profile.inclusive.get(name).copied();
+        assert_eq!(inclusive("hitpath::workload::measured"), Some(25));
+        assert_eq!(inclusive("hitpath::workload::run"), Some(25));
+        assert_eq!(inclusive("alloc"), Some(10));
+        assert_eq!(inclusive("free"), Some(5));
+        assert_eq!(inclusive("guard"), Some(3));
+        let own = |function: &str, file: &str| {
+            profile
+                .own
+                .get(&(function.to_string(), file.to_string()))
+                .copied()
+        };
+        assert_eq!(own("hitpath::workload::run", "/src/workload.rs"), Some(4));
+        assert_eq!(own("hitpath::workload::run", "/src/hint.rs"), Some(6));
+        assert_eq!(own("alloc", "/mm/kmalloc.rs"), Some(7));
+        assert_eq!(
+            own("hitpath::workload::measured", "/src/workload.rs"),
+            Some(0)
+        );
+    }
+}
