@@ -1,6 +1,6 @@
 //! `hitpath`: one (allocator, workload) of the hit-path benchmark, for callgrind to
 //! count. `scripts/bench hitpath` runs it once per row and column of its table, under
-//! `valgrind --tool=callgrind --toggle-collect=*measured*`, and reads the counts; run
+//! `valgrind --tool=callgrind --toggle-collect=*::measured`, and reads the counts; run
 //! alone it prints nothing and counts nothing (it is not a timed benchmark).
 //!
 //! Usage: `hitpath --alloc NAME --workload pairs|rounds --iters N [--warm-up N]`,

@@ -8,11 +8,17 @@
 //!   flushes; the figure is per alloc+free pair.
 //!
 //! [`measured`] is `#[inline(never)]`: `scripts/bench hitpath` runs the binary under
-//! `valgrind --tool=callgrind --toggle-collect=*measured*`, so only what runs inside it
+//! `valgrind --tool=callgrind --toggle-collect=*::measured`, so only what runs inside it
 //! (the loop and everything it calls) is counted: not the set-up, not the warm-up, not the
 //! allocator's start. The script runs it for `N` and for `2N` iterations and takes the
 //! difference, which cancels what is counted once per call (the prologue, the first
 //! iteration's leftovers) and leaves exactly `N` iterations of steady state.
+//!
+//! Why a toggle on a function rather than client requests (`CALLGRIND_START_
+//! INSTRUMENTATION` through the `crabgrind` crate): the binary then needs nothing of
+//! valgrind's to build (crabgrind compiles against valgrind's headers, which every
+//! `cargo build --workspace` would then need), and the counted region is a function
+//! boundary the compiler cannot move code across.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
