@@ -11,6 +11,7 @@
 //! | `percpu=on\|off` | per-CPU object caches in front of every slab cache (default on) |
 //! | `cpucache=NAME,LIMIT,BATCH` | 2.4's slabinfo write: cache NAME's per-CPU array holds LIMIT objects, moved BATCH at a time (up to 4 of these) |
 //! | `stress=MS\|off` | length of the SMP allocator stress on every CPU (default 2000 ms) |
+//! | `bench=hitpath` | after the SMP checks, count the allocator's instructions per alloc+free pair on the BSP (`bench_hitpath.rs`; booted by `scripts/bench hitpath` under `-icount`), then stop |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
@@ -74,6 +75,8 @@ pub struct Options<'a> {
     pub cpu_cache_tunings: [Option<CpuCacheTuning<'a>>; MAX_TUNINGS],
     /// How long the SMP stress runs, in milliseconds (0: not at all).
     pub stress_ms: u64,
+    /// Run the hit-path benchmark after the SMP checks, then stop.
+    pub bench_hitpath: bool,
     /// The first word that was not understood, if any.
     pub unknown: Option<&'a str>,
 }
@@ -91,6 +94,7 @@ impl<'a> Options<'a> {
             per_cpu: true,
             cpu_cache_tunings: [None; MAX_TUNINGS],
             stress_ms: 2000,
+            bench_hitpath: false,
             unknown: None,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -123,6 +127,7 @@ impl<'a> Options<'a> {
                 ("stress", ms) if ms.parse::<u64>().is_ok_and(|ms| ms <= 600_000) => {
                     options.stress_ms = ms.parse().unwrap_or(0);
                 }
+                ("bench", "hitpath") => options.bench_hitpath = true,
                 ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
                 ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),
                 ("test", "stack-overflow") => options.crash_test = Some(CrashTest::StackOverflow),

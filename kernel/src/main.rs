@@ -16,6 +16,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod allocator;
 #[cfg(target_os = "none")]
+mod bench_hitpath;
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod cmdline;
@@ -165,6 +167,10 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     // trampoline pages) and IDT live; `paging.pml4` is the live PML4.
     unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz) };
     smp_boot::run_checks();
+    if options.bench_hitpath {
+        bench_hitpath::run();
+        qemu::exit(ExitCode::Success);
+    }
     if options.skip_memory_tests {
         println!("kernel: memory self-tests skipped (mmtest=off)");
     } else {
