@@ -11,7 +11,8 @@
 
 use mm::hosted::{HostedLayout, HostedMachine};
 use mm::hosted_cpus::HostCpus;
-use mm::slab::{SlabAllocator, SlabOptions};
+use mm::kmalloc::Kmalloc;
+use mm::slab::SlabOptions;
 use std::alloc::GlobalAlloc;
 
 /// 64 MiB of fake RAM and as big a window: far more than either workload holds.
@@ -31,7 +32,6 @@ pub fn allocator(per_cpu: bool) -> &'static (impl GlobalAlloc + Sync) {
         reporter: None,
         no_per_cpu: !per_cpu,
     };
-    let slab: SlabAllocator<_, HostCpus> =
-        SlabAllocator::new(&*heap, options).expect("slab layer starts");
+    let slab: Kmalloc<_, HostCpus> = Kmalloc::new(&*heap, options).expect("slab layer starts");
     Box::leak(Box::new(slab))
 }

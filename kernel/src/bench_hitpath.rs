@@ -35,11 +35,13 @@ use core::hint::black_box;
 use core::ptr::NonNull;
 
 use mm::kmalloc::Gfp;
-use mm::slab::{Cache, SlabError, SlabFlags};
+use mm::percpu::Cache;
+use mm::slab::{SlabError, SlabFlags};
 use smp::timer::rdtsc;
 use x86_64::instructions::interrupts;
 
-use crate::allocator::{Backend, Cli, Report, slab};
+use crate::allocator::{Backend, slab};
+use crate::cpu::Cli;
 use crate::println;
 
 /// Object size of every loop.
@@ -71,7 +73,7 @@ trait Api {
 #[cold]
 #[inline(never)]
 fn failed(what: &str, error: &SlabError) -> ! {
-    panic!("bench hitpath: {what} failed: {}", Report(error))
+    panic!("bench hitpath: {what} failed: {error}")
 }
 
 struct Kmalloc;
@@ -238,7 +240,7 @@ fn report<A: Api>(name: &str, api: &A, workload: Workload, slots: &mut [NonNull<
 /// Runs every measurement and prints one line each (see the module docs).
 pub fn run() {
     let slab = slab();
-    if slab.debug() {
+    if slab.caches().slab().debug() {
         log::warn!("bench hitpath: slab debug checks are on: the figures include them");
     }
     // As the kernel runs: the guard's restore then re-enables them (`sti`).
@@ -253,13 +255,14 @@ pub fn run() {
         },
     );
     let cache = slab
+        .caches()
         .create_cache("hitpath-64", SIZE, 0, SlabFlags::HWCACHE_ALIGN, None, None)
         .unwrap_or_else(|error| failed("creating the hitpath-64 cache", &error));
     let mut slots = Vec::new();
     slots.resize(ROUND, NonNull::dangling());
-    let was_on = slab.per_cpu_enabled();
+    let was_on = slab.caches().per_cpu_enabled();
     for per_cpu in [true, false] {
-        slab.set_per_cpu(per_cpu);
+        slab.caches().set_per_cpu(per_cpu);
         let suffix = if per_cpu { "" } else { "-nopercpu" };
         for workload in [Workload::Pairs, Workload::Rounds] {
             let kmalloc = alloc::format!("kmalloc{suffix}");
@@ -270,7 +273,7 @@ pub fn run() {
             report(&global_alloc, &GlobalAlloc, workload, &mut slots);
         }
     }
-    slab.set_per_cpu(was_on);
+    slab.caches().set_per_cpu(was_on);
     drop(slots);
     if let Err((_, error)) = cache.destroy() {
         failed("destroying the hitpath-64 cache", &error);
