@@ -59,9 +59,17 @@ pub(super) struct ArrayCache {
     pub(super) alloc_miss: AtomicU64,
     pub(super) free_hit: AtomicU64,
     pub(super) free_miss: AtomicU64,
+    /// Unused: puts `before_entries` in the header's last word.
+    pub(super) _spare: u64,
+    /// Always null, and right before `entries[0]`: the free hit compares the pointer
+    /// being freed with `entries[avail - 1]`, the object freed last, and for an empty
+    /// array that reads this word, which no object equals. One compare, no branch on
+    /// `avail == 0`.
+    pub(super) before_entries: *mut u8,
 }
 
 const _: () = assert!(core::mem::size_of::<ArrayCache>() == HEADER);
+const _: () = assert!(core::mem::offset_of!(ArrayCache, before_entries) == HEADER - 8);
 
 /// Adds one to a counter that only the owning CPU writes: no atomic add needed.
 #[inline]
@@ -105,6 +113,15 @@ impl Array {
             free_hit: h.free_hit.load(Ordering::Relaxed),
             free_miss: h.free_miss.load(Ordering::Relaxed),
         }
+    }
+
+    /// The object freed last (`entries[avail - 1]`), or null for an empty array (the
+    /// header's `before_entries`), for the double-free compare of the free hit.
+    #[inline]
+    pub(super) fn last(&self, avail: usize) -> *mut u8 {
+        // SAFETY: `avail <= limit`; `entries - 1` is the header's `before_entries`, and
+        // `entries[avail - 1]` was written when `avail > 0`; both in the array's object.
+        unsafe { *self.entries().wrapping_sub(1).add(avail) }
     }
 
     /// The first `n` entries.
@@ -164,6 +181,10 @@ impl CacheArrays {
     /// CPU `cpu`'s array, if it has one.
     #[inline]
     pub(super) fn array(&self, cpu: usize) -> Option<Array> {
-        NonNull::new(self.arrays[cpu].load(Ordering::Acquire)).map(Array)
+        debug_assert!(cpu < MAX_CPUS);
+        // SAFETY: `cpu` comes from `CpuLocal::current_cpu` (or `on_each_cpu`), below
+        // `CPUS`, which `CpuCaches` checks at compile time to be at most `MAX_CPUS`.
+        let slot = unsafe { self.arrays.get_unchecked(cpu) };
+        NonNull::new(slot.load(Ordering::Acquire)).map(Array)
     }
 }

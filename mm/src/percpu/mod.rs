@@ -264,17 +264,10 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             let saved = I::disable();
             if let Some(array) = cache.front.array(I::current_cpu()) {
                 let avail = array.avail();
-                let entries = array.entries();
-                // SAFETY: our array, interrupts off; entry `avail - 1` is written when
-                // `avail > 0`.
-                let last = (avail > 0).then(|| unsafe { *entries.add(avail - 1) }.addr());
-                if avail < array.header().limit as usize && last != Some(addr) {
+                if avail < array.header().limit as usize && array.last(avail).addr() != addr {
+                    let object = core::ptr::with_exposed_provenance_mut(addr);
                     // SAFETY: our array, interrupts off, `avail < limit`.
-                    unsafe {
-                        entries
-                            .add(avail)
-                            .write(core::ptr::with_exposed_provenance_mut(addr))
-                    };
+                    unsafe { array.entries().add(avail).write(object) };
                     array.set_avail(avail + 1);
                     bump(&array.header().free_hit);
                     // SAFETY: `saved` is from the `disable` above, the latest one.
@@ -320,8 +313,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             .or_else(|| self.array_for_first_use(cache, cpu))?;
         let h = array.header();
         let mut avail = array.avail();
-        // SAFETY: our array, interrupts off, `avail - 1 < avail`.
-        if avail > 0 && unsafe { *array.entries().add(avail - 1) }.addr() == addr {
+        if array.last(avail).addr() == addr {
             let error = SlabError::DoubleFree {
                 cache: cache.name,
                 addr,
@@ -393,6 +385,8 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
                 alloc_miss: AtomicU64::new(0),
                 free_hit: AtomicU64::new(0),
                 free_miss: AtomicU64::new(0),
+                _spare: 0,
+                before_entries: core::ptr::null_mut(),
             });
         }
         cache.front.arrays[cpu].store(object.as_ptr(), Ordering::Release);

@@ -259,7 +259,7 @@ impl<B: SlabBackend> Core<B> {
             // the slab word matches the cache word; for a bad pointer a stale pair only
             // makes this guess wrong, and the slab path (or the flush) judges it under
             // the lock.
-            let first = entry.slab.load(Ordering::Relaxed).addr() + geo.desc_area + geo.lead;
+            let first = entry.slab.load(Ordering::Relaxed).addr() + geo.first_offset;
             geo.index_of(addr.wrapping_sub(first)).is_some()
         };
         Some((cache, starts))

@@ -82,7 +82,8 @@ impl OwnerTable {
     /// The entry of the page containing `addr`, if it is in the window.
     #[inline]
     pub fn entry(&self, addr: usize) -> Option<&PageEntry> {
-        let page = addr.checked_sub(self.window_start)? / PAGE_SIZE;
+        // Below the window, the subtraction wraps to a page far past its end: one compare.
+        let page = addr.wrapping_sub(self.window_start) / PAGE_SIZE;
         if page >= self.window_pages {
             return None;
         }
