@@ -1,22 +1,29 @@
 //! `GlobalAlloc` for [`Kmalloc`], and [`KernelAllocator`], the `#[global_allocator]`
 //! static that is empty until the kernel starts its heap.
 
-use super::{Gfp, Kmalloc};
+use super::Kmalloc;
 use crate::platform::CpuLocal;
 use crate::slab::{SlabBackend, SlabError, SlabOptions};
 use core::alloc::{GlobalAlloc, Layout};
-use core::ptr::NonNull;
 
 // SAFETY: `alloc` returns null or memory of at least `layout.size()` bytes aligned to
 // `layout.align()` (a class of `max(size, align)` objects aligned to their size up to a
 // page, or a range aligned as asked), which nothing else uses until `dealloc`; `dealloc`
 // frees exactly that object; `realloc` keeps the block only when it is large enough.
 unsafe impl<B: SlabBackend, I: CpuLocal> GlobalAlloc for Kmalloc<B, I> {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.kmalloc_aligned(layout.size(), layout.align(), Gfp::KERNEL)
-            .map_or(core::ptr::null_mut(), NonNull::as_ptr)
+        // The hit returns straight from the array; everything else goes through
+        // `kmalloc_aligned` out of line. (A `Layout`'s alignment is a power of two.)
+        if let Some(cache) = self.class_cache(layout.size(), layout.align(), false)
+            && let Some(object) = self.caches().alloc_hit(cache)
+        {
+            return object.as_ptr();
+        }
+        self.alloc_cold(layout)
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // Errors were reported; `dealloc` cannot return them.
         // SAFETY: the caller gives the block up (`GlobalAlloc::dealloc`'s contract).
@@ -74,6 +81,7 @@ impl<B: SlabBackend, I: CpuLocal> KernelAllocator<B, I> {
     }
 
     /// The slab layer, once started.
+    #[inline]
     pub fn get(&self) -> Option<&Kmalloc<B, I>> {
         self.slab.get()
     }
@@ -88,6 +96,7 @@ impl<B: SlabBackend, I: CpuLocal> Default for KernelAllocator<B, I> {
 // SAFETY: forwards to the `Kmalloc`'s implementation once there is one; before,
 // `alloc` fails and no block exists to be freed or reallocated.
 unsafe impl<B: SlabBackend + Send, I: CpuLocal> GlobalAlloc for KernelAllocator<B, I> {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match self.get() {
             // SAFETY: the caller's contract is passed on.
@@ -96,6 +105,7 @@ unsafe impl<B: SlabBackend + Send, I: CpuLocal> GlobalAlloc for KernelAllocator<
         }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(slab) = self.get() {
             // SAFETY: the caller's contract is passed on.

@@ -33,7 +33,7 @@ mod kmalloc_tests;
 
 pub use global::KernelAllocator;
 
-use crate::percpu::CpuCaches;
+use crate::percpu::{CacheDescriptor, CpuCaches};
 use crate::platform::{CpuLocal, PAGE_SIZE};
 use crate::slab::{Owner, SlabBackend, SlabError, SlabOptions, size_class};
 use core::ptr::NonNull;
@@ -101,13 +101,37 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
             return Err(SlabError::InvalidAlign { align });
         }
         let dma = flags.contains(Gfp::DMA);
-        if align <= PAGE_SIZE
-            && let Some(class) = size_class(size.max(align))
-        {
-            let cache = self.caches.slab().general_cache(class, dma);
-            return self.caches.alloc(cache.ok_or(SlabError::OutOfMemory)?);
+        match self.class_cache(size, align, dma) {
+            Some(cache) => self.caches.alloc(cache),
+            None => self.alloc_large(size, align, dma),
         }
-        self.alloc_large(size, align, dma)
+    }
+
+    /// The general cache that serves `size` bytes aligned to `align` (a power of two, or
+    /// 0), if a size class does: that of `max(size, align)` when `align` is at most a
+    /// page. `None` also during the bootstrap, before the general caches exist (the
+    /// large path then reports the lack of memory).
+    #[inline]
+    fn class_cache(&self, size: usize, align: usize, dma: bool) -> Option<&CacheDescriptor<I>> {
+        if align > PAGE_SIZE {
+            return None;
+        }
+        self.caches
+            .slab()
+            .general_cache(size_class(size.max(align))?, dma)
+    }
+
+    /// `GlobalAlloc::alloc` after a miss, or for a block larger than every class.
+    #[cold]
+    #[inline(never)]
+    fn alloc_cold(&self, layout: core::alloc::Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        let result = match self.class_cache(size, align, false) {
+            // The hit was tried already.
+            Some(cache) => self.caches.alloc_slow(cache),
+            None => self.alloc_large(size, align, false),
+        };
+        result.map_or(core::ptr::null_mut(), NonNull::as_ptr)
     }
 
     /// Frees what `kmalloc` returned (2.4's `kfree`): the cache is found from the

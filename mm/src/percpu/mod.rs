@@ -125,40 +125,46 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
 
     /// An object of `cache` (2.4's `kmem_cache_alloc`): from this CPU's array when it has
     /// one, else from the slabs.
-    ///
-    /// The hit is written out here, and everything else is out of line in
-    /// [`alloc_slow`](Self::alloc_slow): interrupts off, one load for the array, one
-    /// for `avail`, the pop, the hit counter, interrupts restored.
     #[inline]
     pub fn alloc(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
-        let () = Self::CPUS_FIT;
-        if I::CPUS > 0 {
-            let saved = I::disable();
-            if let Some(array) = cache.front.array(I::current_cpu()) {
-                let avail = array.avail();
-                if avail > 0 {
-                    // SAFETY: our array, interrupts off; entry `avail - 1` was written by
-                    // a free or a refill.
-                    let object = unsafe { *array.entries().add(avail - 1) };
-                    if let Some(object) = NonNull::new(object) {
-                        array.set_avail(avail - 1);
-                        bump(&array.header().alloc_hit);
-                        // SAFETY: `saved` is from the `disable` above, the latest one.
-                        unsafe { I::restore(saved) };
-                        return Ok(object);
-                    }
-                }
-            }
-            // SAFETY: as above.
-            unsafe { I::restore(saved) };
+        match self.alloc_hit(cache) {
+            Some(object) => Ok(object),
+            None => self.alloc_slow(cache),
         }
-        self.alloc_slow(cache)
+    }
+
+    /// The hit of [`alloc`](Self::alloc), and nothing else: an object from this CPU's
+    /// array, or `None` (a miss, for [`alloc_slow`](Self::alloc_slow)). Interrupts off,
+    /// one load for the array, one for `avail`, the pop (one test: empty or not), the
+    /// hit counter, interrupts restored. Separate, and returning no error, so that
+    /// callers (`GlobalAlloc`) can return the pointer straight from the hit.
+    #[inline]
+    pub fn alloc_hit(&self, cache: &CacheDescriptor<I>) -> Option<NonNull<u8>> {
+        let () = Self::CPUS_FIT;
+        if I::CPUS == 0 {
+            return None;
+        }
+        let saved = I::disable();
+        let mut hit = None;
+        if let Some(array) = cache.front.array(I::current_cpu()) {
+            let avail = array.avail();
+            // Entries hold objects, never null; an empty array gives the null word
+            // before its entries: one test covers both.
+            hit = NonNull::new(array.last(avail));
+            if hit.is_some() {
+                array.set_avail(avail - 1);
+                bump(&array.header().alloc_hit);
+            }
+        }
+        // SAFETY: `saved` is from the `disable` above, the latest one.
+        unsafe { I::restore(saved) };
+        hit
     }
 
     /// An allocation that missed: make this CPU's array, or refill it, or grow the cache
     /// and try again, or (no array) take the object from the slabs.
     #[inline(never)]
-    fn alloc_slow(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
+    pub fn alloc_slow(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
         if self.per_cpu_enabled() {
             loop {
                 let saved = I::disable();
