@@ -47,14 +47,14 @@
 //! # What a free through the array checks
 //!
 //! Caches with debug checks (red zones or poisoning) get no arrays: every free of theirs
-//! is checked in full against its slab. Otherwise a free checks, with no shared write:
-//! that the page's owner-table entry names this cache (foreign pointers and frees into
-//! the wrong cache), that the pointer starts an object (exactly for on-slab caches, from
-//! the slab address in the entry; by alignment for off-slab ones), and that it is not
-//! the object just freed (the common double free). What passes these and is still
-//! wrong (an aligned pointer inside an object, a double free with other frees between)
-//! is caught when the array is flushed, against the slab's allocation bitmap, unless the
-//! object was handed out again first: use debug caches to hunt such bugs.
+//! is checked in full against its slab. Otherwise a free checks, with no shared write and
+//! no lock: that the page's owner-table entry names this cache (foreign pointers and
+//! frees into the wrong cache), that the pointer starts an object (exactly, from the
+//! first-object word of the entry: `SlabCaches::object_owner`), and that it is not the
+//! object freed last on this CPU (the common double free). A double free with other
+//! frees between is not seen here: it is caught when the array is flushed, against the
+//! slab's allocation bitmap, unless the object was handed out again first. Debug caches
+//! catch every one.
 
 mod array;
 mod handle;

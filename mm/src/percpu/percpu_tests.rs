@@ -467,3 +467,62 @@ fn free(
         }
     }
 }
+
+/// Regression (issue 14): with the arrays on, a pointer inside an object of an off-slab
+/// cache at a multiple of the cache's alignment used to be taken for an object start
+/// (`kfree(kmalloc(8192) + 4096)`), and the next allocation overlapped a live object.
+/// The owner table's first-object word makes the check exact.
+#[test]
+fn an_interior_pointer_of_an_off_slab_object_is_refused_with_the_arrays_on() {
+    HostCpus::bind(0);
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    for size in [8192, 16 << 10, 128 << 10] {
+        let object = slab.kmalloc(size, Gfp::KERNEL).unwrap();
+        let inside = object.as_ptr().wrapping_add(4096);
+        // SAFETY: a bad free on purpose: it must be refused and change nothing.
+        let error = unsafe { slab.kfree(inside) }.unwrap_err();
+        assert!(
+            matches!(error, SlabError::InvalidFree { cache: Some(_), addr } if addr == inside.addr()),
+            "{size}: {error:?}"
+        );
+        assert_eq!(reports(), [error]);
+        // Nothing changed: the next allocation of the class is not inside the object.
+        let next = slab.kmalloc(size, Gfp::KERNEL).unwrap();
+        let range = object.addr().get()..object.addr().get() + size;
+        assert!(!range.contains(&next.addr().get()), "{size}: overlap");
+        // SAFETY: both allocated above, freed once.
+        unsafe {
+            slab.kfree(next.as_ptr()).unwrap();
+            slab.kfree(object.as_ptr()).unwrap();
+        }
+    }
+    for size in [512, 2048] {
+        let cache = slab
+            .caches()
+            .create_cache("interior", size, 8, SlabFlags::NONE, None, None)
+            .unwrap();
+        assert!(cache.stats().slab.off_slab, "{size}");
+        let object = cache.alloc().unwrap();
+        // SAFETY: inside the object, 8-byte aligned: a bad free on purpose.
+        let inside = unsafe { object.add(8) };
+        // SAFETY: a bad free on purpose.
+        let error = unsafe { cache.free(inside) }.unwrap_err();
+        assert_eq!(
+            error,
+            SlabError::InvalidFree {
+                cache: Some("interior"),
+                addr: inside.addr().get()
+            }
+        );
+        assert_eq!(reports(), [error]);
+        // Objects in the array count as active to the slabs: one is the user's.
+        let s = cache.stats();
+        assert_eq!(s.slab.active_objs - s.cpu.cached, 1);
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.free(object) }.unwrap();
+        assert!(cache.destroy().is_ok());
+    }
+    slab.caches().check_invariants();
+}

@@ -98,9 +98,11 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
         for list in [&st.full, &st.partial, &st.free] {
             for slab in list.iter() {
                 // SAFETY: a slab of `real`, whose lock we hold.
-                let base = unsafe { slab.get_mut(geo.num) }.base().addr().get();
+                let view = unsafe { slab.get_mut(geo.num) };
+                let (base, first) = (view.base().addr().get(), view.s_mem().addr().get());
+                let owner = real.as_owner();
                 core.owners
-                    .set(base, geo.pages(), real.as_owner(), slab.as_ptr());
+                    .set(base, geo.pages(), owner, slab.as_ptr(), first + geo.lead);
             }
         }
         drop(st);

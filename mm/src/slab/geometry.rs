@@ -97,9 +97,6 @@ pub struct Geometry {
     /// The flags in effect (`POISON` is dropped for caches with a constructor or
     /// destructor: free objects must stay in their constructed state).
     pub flags: SlabFlags,
-    /// On-slab: bytes from the slab descriptor to the first object (`desc_area + lead`),
-    /// so that the free path finds the objects from the owner table's slab word alone.
-    pub first_offset: usize,
     /// `slot` is `odd << slot_shift`: see [`index_of`](Self::index_of).
     pub slot_shift: u32,
     /// The inverse of `odd` modulo 2^64: see [`index_of`](Self::index_of).
@@ -218,7 +215,6 @@ impl Geometry {
             colour: left_over / colour_off,
             colour_off,
             flags,
-            first_offset: desc_area + lead,
             slot_shift: slot.trailing_zeros(),
             slot_inverse: inverse_mod_word(slot >> slot.trailing_zeros()),
         })

@@ -233,10 +233,8 @@ impl<B: SlabBackend> Core<B> {
 
     /// The cache whose slab holds `addr`, and whether `addr` starts one of its objects,
     /// from the owner table alone (no lock): the checks of a free that does not reach
-    /// the slab (the per-CPU layer's). `None` when the page is no slab's. With the
-    /// descriptor on the slab, the objects' start follows from the entry's slab word
-    /// (`s_mem` is the descriptor plus `desc_area`), so the answer is exact; off the slab,
-    /// only the objects' alignment is checked.
+    /// the slab (the per-CPU layer's). `None` when the page is no slab's. Exact, on-slab
+    /// and off-slab: the entry holds the address of the slab's first object.
     #[inline]
     pub fn object_owner<I: InterruptControl, F: CacheFront>(
         &self,
@@ -250,18 +248,12 @@ impl<B: SlabBackend> Core<B> {
         // SAFETY: as in `owner`: a cache named by the owner table is alive unless it is
         // being destroyed while someone frees into it, which the contract excludes.
         let cache = unsafe { &*cache.cast::<SlabCache<I, F>>() };
-        let geo = &cache.geo;
-        let starts = if geo.off_slab {
-            // `align` is a power of two: a mask, not a division.
-            addr & (geo.align - 1) == 0
-        } else {
-            // A valid object's page cannot change hands while the object is allocated, so
-            // the slab word matches the cache word; for a bad pointer a stale pair only
-            // makes this guess wrong, and the slab path (or the flush) judges it under
-            // the lock.
-            let first = entry.slab.load(Ordering::Relaxed).addr() + geo.first_offset;
-            geo.index_of(addr.wrapping_sub(first)).is_some()
-        };
+        // A valid object's page cannot change hands while the object is allocated, so the
+        // first-object word matches the cache word; for a bad pointer a stale pair only
+        // makes this guess wrong, and the slab path (or the flush) judges it under the
+        // lock.
+        let first = entry.first.load(Ordering::Relaxed);
+        let starts = cache.geo.index_of(addr.wrapping_sub(first)).is_some();
         Some((cache, starts))
     }
 
@@ -373,8 +365,10 @@ impl<B: SlabBackend> Core<B> {
         let mut st = cache.state.lock();
         st.growing -= 1;
         let (slab, start) = made?;
+        // SAFETY: a new slab of this cache, reachable by no one else yet.
+        let first = unsafe { slab.get_mut(geo.num) }.s_mem().addr().get() + geo.lead;
         self.owners
-            .set(start, geo.pages(), cache.as_owner(), slab.as_ptr());
+            .set(start, geo.pages(), cache.as_owner(), slab.as_ptr(), first);
         // SAFETY: a live slab of this cache, on no list; we hold the lock.
         unsafe { st.free.push_front(slab) };
         st.counters.grown += 1;

@@ -2,15 +2,22 @@
 //! its page, in O(1) and without a lock (2.4's `GET_PAGE_CACHE` / `GET_PAGE_SLAB`, which
 //! read the `struct page` found by `virt_to_page`).
 //!
-//! One [`PageEntry`] of two words per page of the window, in a zeroed, mapped range that
-//! the slab layer allocates for itself when it starts (16 bytes per 4 KiB page of
-//! window, 0.4% of the window's size):
+//! One [`PageEntry`] of three words per page of the window, in a zeroed, mapped range
+//! that the slab layer allocates for itself when it starts (24 bytes per 4 KiB page of
+//! window, 0.6% of the window's size):
 //!
-//! | `cache`        | `slab`                 | the page is                                   |
-//! |----------------|------------------------|-----------------------------------------------|
-//! | null           | null                   | not a slab page, not a large kmalloc          |
-//! | a cache        | its slab's descriptor  | part of a slab of that cache                  |
-//! | [`LARGE`]      | the range's first page | the first page of a kmalloc larger than 128 K |
+//! | `cache`    | `slab`                 | `first`             | the page is                      |
+//! |------------|------------------------|---------------------|----------------------------------|
+//! | null       | null                   | 0                   | not a slab page, not a large kmalloc |
+//! | a cache    | its slab's descriptor  | its first object    | part of a slab of that cache     |
+//! | [`LARGE`]  | the range's first page | 0                   | the first page of a kmalloc larger than 128 K |
+//!
+//! The third word is what lets a free through a per-CPU array check, exactly and without
+//! touching the slab descriptor (which another CPU may be changing under the cache
+//! lock), that a pointer starts an object: `(ptr - first) / slot` must be a whole index
+//! below `num` (`Geometry::index_of`). On-slab the first object follows from the
+//! descriptor's address, but off-slab it does not (the descriptor is elsewhere), and a
+//! pointer inside an 8 KiB object at a 4 KiB multiple would pass an alignment test.
 //!
 //! **Why not the page descriptors?** The page allocator's descriptors have a
 //! `PageOwner::Slab` slot for exactly this, and a kernel with a direct map would use it
@@ -34,7 +41,7 @@
 use super::{SlabBackend, SlabError};
 use crate::platform::PAGE_SIZE;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The `cache` word of the first page of a large kmalloc (not a valid cache address).
 pub const LARGE: *mut u8 = core::ptr::without_provenance_mut(1);
@@ -46,6 +53,10 @@ pub struct PageEntry {
     pub cache: AtomicPtr<u8>,
     /// The slab descriptor, the large range's start, or null.
     pub slab: AtomicPtr<u8>,
+    /// The address of the slab's first object (its `s_mem` plus the red-zone lead), or
+    /// 0: what a free checks a pointer against without reading the descriptor, exactly,
+    /// on-slab or off-slab alike.
+    pub first: AtomicUsize,
 }
 
 /// The table. See the [module docs](self).
@@ -95,10 +106,11 @@ impl OwnerTable {
 
     /// Records `cache` and `slab` for the `pages` pages from `start` (a slab being linked
     /// into `cache`, under its lock).
-    pub fn set(&self, start: usize, pages: usize, cache: *mut u8, slab: *mut u8) {
+    pub fn set(&self, start: usize, pages: usize, cache: *mut u8, slab: *mut u8, first: usize) {
         for i in 0..pages {
             if let Some(e) = self.entry(start + i * PAGE_SIZE) {
                 e.slab.store(slab, Ordering::Relaxed);
+                e.first.store(first, Ordering::Relaxed);
                 e.cache.store(cache, Ordering::Release);
             }
         }
@@ -154,6 +166,12 @@ impl OwnerTable {
 
     /// Forgets the `pages` pages from `start` (a slab unlinked, under its cache's lock).
     pub fn clear(&self, start: usize, pages: usize) {
-        self.set(start, pages, core::ptr::null_mut(), core::ptr::null_mut());
+        self.set(
+            start,
+            pages,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            0,
+        );
     }
 }
