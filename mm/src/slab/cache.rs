@@ -131,6 +131,18 @@ pub struct CacheState {
 // to another CPU (inside the lock) is sound.
 unsafe impl Send for CacheState {}
 
+/// The slab a flush is freeing into (`give_back_batch`).
+struct InHand<'a> {
+    slab: Slab,
+    view: SlabMut<'a>,
+    /// The first byte of its pages.
+    base: usize,
+    /// Its first object.
+    first: usize,
+    /// It was on the `full` list (else on `partial`) when taken in hand.
+    was_full: bool,
+}
+
 /// What an attempt to allocate under the lock found.
 pub enum Taken {
     /// An object, checked.
@@ -361,24 +373,30 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         }
         // Objects of one slab tend to come together: the slab in hand stays in hand, and
         // moves to its new list when the next object is another slab's (or at the end).
-        let mut current: Option<(Slab, SlabMut<'_>, bool, usize)> = None;
+        // An object inside the slab in hand needs no owner-table lookup: the slab's
+        // pages are its own while we hold the lock.
+        let slab_bytes = geo.slab_bytes();
+        let mut hand: Option<InHand<'_>> = None;
         let mut freed = 0;
         let mut result = Ok(());
         for (position, object) in objects.iter().enumerate() {
             let addr = object.addr();
-            let slab = match owners.entry(addr) {
-                Some(entry) if entry.cache.load(Ordering::Acquire) == self.as_owner() => {
-                    entry.slab.load(Ordering::Relaxed)
-                }
-                _ => core::ptr::null_mut(),
-            };
-            if current.as_ref().is_none_or(|(s, ..)| s.as_ptr() != slab) {
-                if let Some((s, view, was_full, _)) = current.take() {
+            let in_hand = hand
+                .as_ref()
+                .is_some_and(|h| addr.wrapping_sub(h.base) < slab_bytes);
+            if !in_hand {
+                if let Some(h) = hand.take() {
                     // SAFETY: a slab of this cache under its lock, on the list that
                     // `was_full` says.
-                    unsafe { self.relink(st, s, was_full, view.inuse()) };
+                    unsafe { self.relink(st, h.slab, h.was_full, h.view.inuse()) };
                 }
-                let Some(slab) = NonNull::new(slab) else {
+                let slab = match owners.entry(addr) {
+                    Some(entry) if entry.cache.load(Ordering::Acquire) == self.as_owner() => {
+                        NonNull::new(entry.slab.load(Ordering::Relaxed))
+                    }
+                    _ => None,
+                };
+                let Some(slab) = slab else {
                     // Not this cache's: the single path names the fault.
                     result = self.release(st, owners, addr).map_err(|f| (position, f));
                     debug_assert!(result.is_err(), "{addr:#x} was refused, then taken");
@@ -386,24 +404,28 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
                 };
                 // SAFETY: the entry names this cache and we hold its lock: a live slab of
                 // this cache (owner-table protocol, see `owner.rs`).
-                let s = unsafe { Slab::from_ptr(slab) };
+                let slab = unsafe { Slab::from_ptr(slab) };
                 // SAFETY: as above; the view ends before the slab's list changes.
-                let view = unsafe { s.get_mut(geo.num) };
-                let first = view.s_mem().addr().get() + geo.lead;
-                let was_full = view.inuse() == geo.num;
-                current = Some((s, view, was_full, first));
+                let view = unsafe { slab.get_mut(geo.num) };
+                hand = Some(InHand {
+                    slab,
+                    base: view.base().addr().get(),
+                    first: view.s_mem().addr().get() + geo.lead,
+                    was_full: view.inuse() == geo.num,
+                    view,
+                });
             }
-            let Some((_, view, _, first)) = current.as_mut() else {
+            let Some(h) = hand.as_mut() else {
                 unreachable!("a slab is in hand");
             };
             // SAFETY: `index_of` returns an index below `num`.
             let released = geo
-                .index_of(addr.wrapping_sub(*first))
-                .is_some_and(|i| unsafe { view.release(i) });
+                .index_of(addr.wrapping_sub(h.first))
+                .is_some_and(|i| unsafe { h.view.release(i) });
             if !released {
-                let (s, view, was_full, _) = current.take().expect("a slab is in hand");
+                let h = hand.take().expect("a slab is in hand");
                 // SAFETY: as above.
-                unsafe { self.relink(st, s, was_full, view.inuse()) };
+                unsafe { self.relink(st, h.slab, h.was_full, h.view.inuse()) };
                 // The single path counts the error and names it.
                 result = self.release(st, owners, addr).map_err(|f| (position, f));
                 debug_assert!(result.is_err(), "{addr:#x} was refused, then taken");
@@ -411,9 +433,9 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
             }
             freed += 1;
         }
-        if let Some((s, view, was_full, _)) = current {
+        if let Some(h) = hand {
             // SAFETY: as above.
-            unsafe { self.relink(st, s, was_full, view.inuse()) };
+            unsafe { self.relink(st, h.slab, h.was_full, h.view.inuse()) };
         }
         st.counters.active -= freed;
         st.counters.frees += freed as u64;
