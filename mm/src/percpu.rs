@@ -59,7 +59,7 @@
 use crate::kmalloc::size_class;
 use crate::platform::{CpuLocal, PAGE_SIZE};
 use crate::slab::{SlabAllocator, SlabBackend, SlabCache, SlabError, Taken};
-use crate::sync::{NoInterrupts, SpinLock};
+use crate::sync::{InterruptsOn, NoInterrupts, SpinLock};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -169,7 +169,7 @@ impl Array {
 
 /// A cache's per-CPU part (2.4's `cpudata[]` and the `limit`/`batchcount` it is made
 /// with).
-pub(crate) struct CpuCaches {
+pub(crate) struct CpuCaches<I: CpuLocal> {
     /// Entries of arrays made from now on; 0: this cache uses no arrays.
     limit: AtomicUsize,
     /// Objects per refill or flush of arrays made from now on.
@@ -178,12 +178,12 @@ pub(crate) struct CpuCaches {
     arrays: [AtomicPtr<ArrayCache>; MAX_CPUS],
     /// Held by whoever drains, frees or reads the arrays from outside (see the module
     /// docs); does not disable interrupts, and is held across `on_each_cpu`.
-    tuning: SpinLock<(), NoInterrupts>,
+    tuning: SpinLock<(), InterruptsOn<I>>,
     /// The counters of arrays already freed.
     retired: SpinLock<CpuCounters, NoInterrupts>,
 }
 
-impl CpuCaches {
+impl<I: CpuLocal> CpuCaches<I> {
     /// The per-CPU part of a new cache with slots of `slot` bytes: 2.4's
     /// `enable_cpucache` defaults (scaled for 8-byte pointers), none for debug caches.
     pub fn new(slot: usize, debug: bool) -> Self {

@@ -19,7 +19,7 @@ use super::{Constructor, Destructor, SlabBackend, SlabError, SlabFlags};
 use crate::kmalloc::{KMALLOC_CLASSES, SizeClass};
 use crate::platform::CpuLocal;
 use crate::platform::PAGE_SIZE;
-use crate::sync::{NoInterrupts, SpinLock};
+use crate::sync::{InterruptsOn, SpinLock};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -45,7 +45,7 @@ pub struct SlabAllocator<B: SlabBackend, I: CpuLocal> {
     pub(crate) core: Core<B>,
     /// `kmem_cache`, whose first object is its own descriptor.
     pub(super) cache_cache: NonNull<SlabCache<I>>,
-    chain: SpinLock<Chain<I>, NoInterrupts>,
+    chain: SpinLock<Chain<I>, InterruptsOn<I>>,
     /// The general caches (kmalloc).
     pub(crate) sizes: [SizeClass<I>; KMALLOC_CLASSES],
     debug: AtomicBool,

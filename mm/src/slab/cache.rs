@@ -57,7 +57,7 @@ pub struct SlabCache<I: CpuLocal> {
     /// One of kmalloc's general caches: `kfree` accepts its objects (and only theirs).
     pub general: bool,
     /// The per-CPU arrays and their parameters (layer 1, `percpu.rs`).
-    pub cpu: CpuCaches,
+    pub cpu: CpuCaches<I>,
     /// The mutable part, behind the cache's lock.
     pub state: SpinLock<CacheState, I>,
     /// The next cache on the cache chain (changed under the chain lock only).
