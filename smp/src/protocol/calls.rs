@@ -97,6 +97,9 @@ impl<const N: usize> CrossCpu<N> {
     fn post<S: Seam>(&self, seam: &S, me: usize, target: usize, request: *mut CallRequest) {
         let mailbox = &self.mailboxes[target];
         let slot = &mailbox.slots[me];
+        let mut waiting = false;
+        // Fruitless turns: `pause` sees 0 on the first of each wait (the kernel starts
+        // the stall clock then).
         let mut turns = 0;
         loop {
             // Fill, mark pending and send as one step with interrupts off: an
@@ -129,15 +132,16 @@ impl<const N: usize> CrossCpu<N> {
                 kind: WaitKind::Slot,
                 cpus: 1 << target,
             };
-            if turns == 0 {
+            if !waiting {
                 self.begin_wait(me, wait);
+                waiting = true;
             }
             if !(self.serve_mailbox(seam) | self.answer_shootdown(seam)) {
                 seam.pause(wait, turns);
+                turns += 1;
             }
-            turns += 1;
         }
-        if turns > 0 {
+        if waiting {
             self.end_wait(me);
         }
         seam.changed();
@@ -179,7 +183,7 @@ impl<const N: usize> CrossCpu<N> {
                         .remaining
                         .fetch_and(!(1u64 << me), Ordering::AcqRel);
                 }
-                self.served[me].fetch_add(1, Ordering::Relaxed);
+                Self::count(&self.served[me]);
             }
             served
         });

@@ -35,7 +35,7 @@ impl<const N: usize> CrossCpu<N> {
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
-        self.shootdowns[me].fetch_add(1, Ordering::Relaxed);
+        Self::count(&self.shootdowns[me]);
         seam.changed();
         let mut unsent = targets;
         while unsent != 0 {
@@ -84,7 +84,7 @@ impl<const N: usize> CrossCpu<N> {
         }
         seam.flush_tlb();
         self.seen[me].fetch_max(generation, Ordering::AcqRel);
-        self.flushes[me].fetch_add(1, Ordering::Relaxed);
+        Self::count(&self.flushes[me]);
         seam.changed();
         true
     }
