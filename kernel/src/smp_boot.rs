@@ -311,8 +311,9 @@ pub fn run_on_every_cpu(work: &(dyn Fn(usize) + Sync)) {
     };
     JOB.store((&raw const job).cast_mut(), Ordering::Release);
     JOBS_POSTED.fetch_add(1, Ordering::AcqRel);
-    // Wake the APs from `hlt` now rather than at their next timer tick.
-    ipi::on_each_cpu(&|| {});
+    // Wake the APs from `hlt` now rather than at their next timer tick (without
+    // waiting for them: under TCG that could take longer than a short job).
+    ipi::kick_others();
     // SAFETY: `job.work` points at `work`, borrowed for this call.
     unsafe { (*job.work)(0) };
     while job.remaining.load(Ordering::Acquire) != 0 {
@@ -324,7 +325,10 @@ pub fn run_on_every_cpu(work: &(dyn Fn(usize) + Sync)) {
 fn timer_interrupt(_frame: &mut TrapFrame) {
     this_cpu().timer_ticks.fetch_add(1, Ordering::Relaxed);
     crate::stress::timer_tick();
+    // EOI before a provoking call: the call waits for other CPUs, and this CPU's next
+    // tick must not be held up behind it longer than the call takes.
     percpu::with_local_apic(LocalApic::end_of_interrupt);
+    crate::provoke::timer_tick();
 }
 
 fn call_function_interrupt(_frame: &mut TrapFrame) {

@@ -124,8 +124,10 @@ unsafe impl Seam for Hardware {
         });
     }
 
+    /// Alone (before the APs start, or on one CPU) no call can come in and nobody waits
+    /// for this CPU: the boot code may drain with interrupts still off.
     fn may_serve_calls(&self) -> bool {
-        percpu::may_serve_calls()
+        percpu::cpu_count() <= 1 || percpu::may_serve_calls()
     }
 
     fn pause(&self, _wait: Wait, turns: u64) {
@@ -231,6 +233,18 @@ pub fn on_cpu(target: usize, function: &(dyn Fn() + Sync)) {
         Hardware.run_call(function);
     } else {
         BOARD.call(&Hardware, 1 << target, function, false);
+    }
+}
+
+/// Sends every other online CPU the CALL_FUNCTION IPI with nothing in its mailbox:
+/// wakes them from `hlt` without waiting for them.
+pub fn kick_others() {
+    let me = current_cpu();
+    let mut others = online_mask() & !(1 << me);
+    while others != 0 {
+        let cpu = others.trailing_zeros() as usize;
+        others &= others - 1;
+        Hardware.send_ipi(cpu, Ipi::Call);
     }
 }
 
