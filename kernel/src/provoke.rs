@@ -139,7 +139,7 @@ impl Load {
         LOAD_CALLS[cpu].fetch_add(1, Ordering::Relaxed);
         ipi::on_each_cpu(&count_run);
         let cpus = percpu::cpu_count();
-        if self.round % 4 == 0 && cpus > 1 {
+        if self.round.is_multiple_of(4) && cpus > 1 {
             let target = (random >> 8) as usize % cpus;
             if percpu::cpu(target).online.load(Ordering::Acquire) {
                 SINGLE_CALLS[cpu].fetch_add(1, Ordering::Relaxed);

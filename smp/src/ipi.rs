@@ -138,7 +138,9 @@ unsafe impl Seam for Hardware {
                 timer::deadline_after_us(STALL_TIMEOUT_US),
                 Ordering::Relaxed,
             );
-        } else if turns % 1024 == 0 && timer::expired(WAIT_DEADLINE[me].load(Ordering::Relaxed)) {
+        } else if turns.is_multiple_of(1024)
+            && timer::expired(WAIT_DEADLINE[me].load(Ordering::Relaxed))
+        {
             report_stall(me);
         }
     }

@@ -240,7 +240,7 @@ pub unsafe fn start_ap(
     let block = page.wrapping_add(offset).cast::<Params>();
     // SAFETY: the parameter block lies inside the installed trampoline page, aligned
     // (8, by the asm); `ticket` is only accessed atomically, by us and by APs.
-    let ticket = unsafe { &*(&raw const (*block).ticket) };
+    let ticket = unsafe { &(*block).ticket };
     // The previous block was claimed or revoked, so no AP uses the fields now: an AP
     // touches them only after claiming a ticket that names it.
     debug_assert!(matches!(ticket.load(Ordering::Acquire), 0 | CLAIMED));

@@ -269,7 +269,6 @@ impl<const N: usize> CrossCpu<N> {
     }
 }
 
-#[cfg(not(loom))]
 impl<const N: usize> Default for CrossCpu<N> {
     fn default() -> Self {
         Self::new()
