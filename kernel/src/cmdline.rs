@@ -12,6 +12,7 @@
 //! | `cpucache=NAME,LIMIT,BATCH` | 2.4's slabinfo write: cache NAME's per-CPU array holds LIMIT objects, moved BATCH at a time (up to 4 of these) |
 //! | `stress=MS\|off` | length of the SMP allocator stress on every CPU (default 2000 ms) |
 //! | `bench=hitpath` | after the SMP checks, count the allocator's instructions per alloc+free pair on the BSP (`bench_hitpath.rs`; booted by `scripts/bench hitpath` under `-icount`), then stop |
+//! | `stress_provoke=on\|off` | the stress's provoking mode: cross-CPU calls from every CPU and timer tick, statistics during retuning, shootdowns under low DMA memory (default off) |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
@@ -77,6 +78,10 @@ pub struct Options<'a> {
     pub stress_ms: u64,
     /// Run the hit-path benchmark after the SMP checks, then stop.
     pub bench_hitpath: bool,
+    /// The stress's provoking mode (`stress_provoke=on`): cross-CPU calls from every CPU
+    /// and every timer tick, statistics read during retuning, shootdowns from range
+    /// deletion in a nearly full DMA zone.
+    pub stress_provoke: bool,
     /// The first word that was not understood, if any.
     pub unknown: Option<&'a str>,
 }
@@ -95,6 +100,7 @@ impl<'a> Options<'a> {
             cpu_cache_tunings: [None; MAX_TUNINGS],
             stress_ms: 2000,
             bench_hitpath: false,
+            stress_provoke: false,
             unknown: None,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -124,6 +130,8 @@ impl<'a> Options<'a> {
                     }
                 }
                 ("stress", "off") => options.stress_ms = 0,
+                ("stress_provoke", "on") => options.stress_provoke = true,
+                ("stress_provoke", "off") => options.stress_provoke = false,
                 ("stress", ms) if ms.parse::<u64>().is_ok_and(|ms| ms <= 600_000) => {
                     options.stress_ms = ms.parse().unwrap_or(0);
                 }

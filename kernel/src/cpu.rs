@@ -60,17 +60,28 @@ unsafe impl InterruptControl for Cli {
     fn disable() -> bool {
         let enabled = x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
+        // A critical section is open: no cross-CPU call may be made or served on this
+        // CPU until it closes (rules 2 and 3 in `smp/src/ipi.rs`; counted in debug builds).
+        smp::percpu::enter_critical();
         enabled
     }
 
     unsafe fn restore(enabled: bool) {
+        smp::percpu::leave_critical();
         if enabled {
             x86_64::instructions::interrupts::enable();
         }
     }
 
+    /// Before the APs start no CPU can wait for this one, so the boot code may take the
+    /// chain and tuning locks with interrupts still off (the APIC is not up yet).
+    fn can_take_ipis() -> bool {
+        x86_64::instructions::interrupts::are_enabled() || smp::percpu::cpu_count() <= 1
+    }
+
     /// A CPU spinning on an allocator lock with interrupts off cannot take the TLB
-    /// shootdown IPI, and the lock holder may be waiting for exactly that answer.
+    /// shootdown IPI, and the lock holder may be waiting for exactly that answer (rule 1
+    /// in `smp/src/ipi.rs`). It never serves calls here (rule 2).
     fn relax() {
         smp::tlb::answer();
         core::hint::spin_loop();

@@ -243,7 +243,11 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     // SAFETY: only `set_handler` stores non-zero values, and it stores `Handler`s.
     let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
+    // Counted so that the rules of `smp/src/ipi.rs` can tell a handler (which may make
+    // and serve cross-CPU calls with interrupts off) from code that turned them off.
+    smp::percpu::enter_interrupt();
     handler(frame);
+    smp::percpu::leave_interrupt();
 }
 
 /// Prints what went wrong and fails the run.

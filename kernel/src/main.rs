@@ -52,6 +52,9 @@ mod smp_boot;
 mod stack;
 #[cfg(target_os = "none")]
 mod stress;
+// After `serial`, whose `println!` it uses.
+#[cfg(target_os = "none")]
+mod provoke;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -181,6 +184,7 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
                 millis: options.stress_ms,
                 per_cpu: options.per_cpu,
                 tunings: &options.cpu_cache_tunings,
+                provoke: options.stress_provoke,
             });
         }
     }

@@ -226,6 +226,9 @@ fn start_local_timer() {
 /// Where each AP arrives from the trampoline, on its own stack, interrupts off.
 extern "C" fn ap_entry(index: u64) -> ! {
     let index = index as usize;
+    // SAFETY: this AP, once, interrupts off, with the index the BSP gave its APIC ID
+    // (checked against the APIC below). First, so that every lock finds its area.
+    unsafe { percpu::install_gs(index) };
     crate::cpu::enable_write_back_caching();
     AP_TABLES[index].load(VirtAddr::new(AP_FAULT_STACKS[index].top()));
     interrupts::load();
@@ -288,8 +291,14 @@ static JOBS_POSTED: AtomicU64 = AtomicU64::new(0);
 /// while they work; returns when all have finished. Unlike `ipi::on_each_cpu`,
 /// whose functions run with interrupts off, the work may itself wait for other
 /// CPUs (drain their caches, shoot down their TLBs). BSP only, after `start_all_cpus`.
+///
+/// Called with interrupts on: it calls `on_each_cpu` (rule 3 in `smp/src/ipi.rs`).
 pub fn run_on_every_cpu(work: &(dyn Fn(usize) + Sync)) {
     assert_eq!(current_cpu(), 0, "jobs are posted by the BSP");
+    assert!(
+        x86_64::instructions::interrupts::are_enabled(),
+        "run_on_every_cpu with interrupts off: see rule 3 in smp/src/ipi.rs"
+    );
     let aps = (1..percpu::cpu_count())
         .filter(|&cpu| percpu::cpu(cpu).online.load(Ordering::Acquire))
         .count();
@@ -302,17 +311,13 @@ pub fn run_on_every_cpu(work: &(dyn Fn(usize) + Sync)) {
     };
     JOB.store((&raw const job).cast_mut(), Ordering::Release);
     JOBS_POSTED.fetch_add(1, Ordering::AcqRel);
-    // Wake the APs from `hlt` now rather than at their next timer tick.
-    ipi::on_each_cpu(&|| {});
-    let were_enabled = x86_64::instructions::interrupts::are_enabled();
-    x86_64::instructions::interrupts::enable();
+    // Wake the APs from `hlt` now rather than at their next timer tick (without
+    // waiting for them: under TCG that could take longer than a short job).
+    ipi::kick_others();
     // SAFETY: `job.work` points at `work`, borrowed for this call.
     unsafe { (*job.work)(0) };
     while job.remaining.load(Ordering::Acquire) != 0 {
         core::hint::spin_loop();
-    }
-    if !were_enabled {
-        x86_64::instructions::interrupts::disable();
     }
     JOB.store(core::ptr::null_mut(), Ordering::Release);
 }
@@ -320,7 +325,10 @@ pub fn run_on_every_cpu(work: &(dyn Fn(usize) + Sync)) {
 fn timer_interrupt(_frame: &mut TrapFrame) {
     this_cpu().timer_ticks.fetch_add(1, Ordering::Relaxed);
     crate::stress::timer_tick();
+    // EOI before a provoking call: the call waits for other CPUs, and this CPU's next
+    // tick must not be held up behind it longer than the call takes.
     percpu::with_local_apic(LocalApic::end_of_interrupt);
+    crate::provoke::timer_tick();
 }
 
 fn call_function_interrupt(_frame: &mut TrapFrame) {
@@ -342,7 +350,9 @@ fn apic_error_interrupt(_frame: &mut TrapFrame) {
 
 /// Proves that every online CPU works: counters under the interrupt-safe lock,
 /// all-to-all `on_each_cpu`, timer ticks everywhere. Panics on a failed check.
+/// Turns interrupts on on the BSP, and leaves them on.
 pub fn run_checks() {
+    ipi::set_stall_hook(report_stall);
     let online: usize = (0..percpu::cpu_count())
         .filter(|&cpu| percpu::cpu(cpu).online.load(Ordering::Acquire))
         .count();
@@ -416,9 +426,22 @@ pub fn run_checks() {
             "cpu {cpu}: APIC ID {}: online, {} timer ticks, {} IPI calls served",
             area.apic_id(),
             area.timer_ticks.load(Ordering::Relaxed),
-            ipi::CALLS_SERVED[cpu].load(Ordering::Relaxed)
+            ipi::calls_served(cpu)
         );
     }
-    x86_64::instructions::interrupts::disable();
+    // Interrupts stay on from here: the BSP's later work (self-tests, the stress, its
+    // drains and statistics) calls `on_each_cpu` and takes the slab chain and tuning
+    // locks, which rules 3 and 4 of `smp/src/ipi.rs` allow only with interrupts on.
     println!("smp: every CPU ran its checks and its timer ticks");
+}
+
+/// What a stalled cross-CPU wait does: print the wait graph and fail the run.
+fn report_stall(graph: &ipi::WaitGraph) -> ! {
+    static REPORTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if REPORTED.swap(true, Ordering::AcqRel) {
+        // Another CPU is reporting the same stall: one graph is enough.
+        crate::qemu::halt_forever();
+    }
+    crate::serial::emergency_print(format_args!("\n{graph}\n"));
+    panic!("cross-CPU wait stalled on CPU {}", graph.reporter);
 }

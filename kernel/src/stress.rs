@@ -75,6 +75,8 @@ pub struct StressOptions<'a> {
     pub millis: u64,
     pub per_cpu: bool,
     pub tunings: &'a [Option<CpuCacheTuning<'a>>],
+    /// The provoking mode (`provoke.rs`).
+    pub provoke: bool,
 }
 
 /// One allocated object and the pattern it must still hold.
@@ -205,6 +207,7 @@ struct Shared<'a> {
     /// The CPU that also shrinks, reaps, drains and retunes.
     control_cpu: usize,
     per_cpu: bool,
+    provoke: bool,
 }
 
 /// Timer-interrupt load, per CPU: on while that CPU runs the load.
@@ -283,6 +286,7 @@ impl Shared<'_> {
         TIMER_LOAD[cpu].store(true, Ordering::Relaxed);
         let mut next_control = timer::deadline_after_us(CONTROL_PERIOD_US);
         let mut detuned = None;
+        let mut provoking = self.provoke.then(|| crate::provoke::Load::new(cpu));
         while !timer::expired(self.deadline) {
             for _ in 0..64 {
                 self.take_inbox(cpu);
@@ -313,6 +317,9 @@ impl Shared<'_> {
                     }
                 }
             }
+            if let Some(load) = &mut provoking {
+                load.step(rng.next());
+            }
             if cpu == self.control_cpu && timer::expired(next_control) {
                 let pause = self.control_step(&mut rng, &mut detuned);
                 next_control = timer::deadline_after_us(pause);
@@ -322,6 +329,9 @@ impl Shared<'_> {
         if let Some(i) = detuned {
             let (name, limit, batchcount) = self.tunings[i];
             self.tune(name, limit, batchcount);
+        }
+        if let Some(load) = &mut provoking {
+            load.finish();
         }
         for object in live.iter_mut().filter_map(Option::take) {
             object.check(cpu);
@@ -540,6 +550,7 @@ pub fn run(options: &StressOptions<'_>) {
         cpus,
         control_cpu: cpus - 1,
         per_cpu: options.per_cpu,
+        provoke: options.provoke,
     };
     slab.caches().set_per_cpu(options.per_cpu);
     let totals_before = cache_totals();
@@ -552,7 +563,13 @@ pub fn run(options: &StressOptions<'_>) {
     );
     shared.deadline = timer::deadline_after_us(millis * 1000);
     let started = timer::rdtsc();
+    if options.provoke {
+        crate::provoke::start();
+    }
     crate::smp_boot::run_on_every_cpu(&|cpu| shared.run(cpu));
+    if options.provoke {
+        crate::provoke::stop();
+    }
     let elapsed_us = timer::tsc_to_ns(timer::rdtsc() - started) / 1000;
     let totals = cache_totals();
 
@@ -561,6 +578,9 @@ pub fn run(options: &StressOptions<'_>) {
         shared.take_inbox(cpu);
     }
     report(&shared, &totals_before, &totals, elapsed_us);
+    if options.provoke {
+        crate::provoke::report(cpus);
+    }
     check_nothing_lost(shared, &before, frames_before);
 }
 

@@ -154,6 +154,10 @@ unsafe impl InterruptControl for HostCpus {
     fn relax() {
         std::thread::yield_now();
     }
+
+    fn can_take_ipis() -> bool {
+        HELD.get().depth == 0
+    }
 }
 
 // SAFETY: (1) the slot a thread stands for changes only with its depth at 0 (`bind`

@@ -167,6 +167,18 @@ pub unsafe trait InterruptControl {
     fn relax() {
         core::hint::spin_loop();
     }
+
+    /// Whether another CPU waiting for this one in `on_each_cpu` would be served: local
+    /// interrupts are on, or no other CPU runs yet (for assertions). Where nothing can
+    /// interrupt (a host thread), true.
+    fn can_take_ipis() -> bool {
+        true
+    }
+
+    /// Called by [`SpinLock::lock`](crate::sync::SpinLock::lock) (not `try_lock`) before
+    /// it may spin: a lock type can assert here the state a waiter must be in
+    /// ([`InterruptsOn`](crate::sync::InterruptsOn)).
+    fn check_may_wait() {}
 }
 
 /// For hosted code and tests: there are no interrupts, nothing to disable.

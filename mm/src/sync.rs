@@ -54,6 +54,42 @@ use loom::sync::atomic::{AtomicBool, AtomicU64};
 /// Re-exported: the lock is generic over the platform's interrupt control.
 pub use crate::platform::{InterruptControl, NoInterrupts};
 
+/// What a lock held across `on_each_cpu` disables: nothing, and its waiters must have
+/// interrupts on (as `I` sees them: [`InterruptControl::can_take_ipis`]), which
+/// [`SpinLock::lock`] asserts in debug builds.
+///
+/// Why: the holder waits inside `on_each_cpu` for every CPU to run a function. A CPU
+/// spinning for the lock with interrupts off could neither take that IPI nor serve its
+/// mailbox, and both would wait forever (deadlock 3 of issue 11). With interrupts on, the
+/// spinning CPU takes the IPI. So these locks are taken only with interrupts on, never by
+/// an interrupt handler, never inside another lock that disables interrupts; `try_lock`
+/// (which never waits) may be used anywhere.
+pub struct InterruptsOn<I>(PhantomData<fn() -> I>);
+
+// SAFETY: disables nothing, and is only used for locks that no interrupt handler takes
+// (the rule above, asserted in `check_may_wait` for every waiting acquisition): such a
+// lock cannot be re-entered by a handler on the CPU that holds it. No per-CPU data
+// relies on it for exclusion (it is no `CpuLocal`).
+unsafe impl<I: InterruptControl> InterruptControl for InterruptsOn<I> {
+    type State = ();
+
+    fn disable() {}
+
+    unsafe fn restore(_state: ()) {}
+
+    fn can_take_ipis() -> bool {
+        I::can_take_ipis()
+    }
+
+    fn check_may_wait() {
+        debug_assert!(
+            I::can_take_ipis(),
+            "a lock held across on_each_cpu (the slab chain or a tuning lock) taken with \
+             interrupts off: its holder may wait for this CPU to take an IPI"
+        );
+    }
+}
+
 /// A test-and-test-and-set spinlock that disables interrupts (as `I` means it) while
 /// held. See the [module docs](self).
 pub struct SpinLock<T, I: InterruptControl> {
@@ -97,6 +133,7 @@ impl<T, I: InterruptControl> SpinLock<T, I> {
 
     /// Disables interrupts, then spins until the lock is ours.
     pub fn lock(&self) -> SpinLockGuard<'_, T, I> {
+        I::check_may_wait();
         let saved = I::disable();
         while self
             .locked

@@ -1,150 +1,261 @@
 //! Running a function on other CPUs: `on_each_cpu` and `on_cpu`, the
-//! `smp_call_function` of Linux 2.4, which the allocator uses to drain every
-//! CPU's object cache on that CPU.
+//! `smp_call_function` of Linux 2.4, which the allocator uses to drain every CPU's
+//! object cache on that CPU. The protocol itself (mailboxes, pending bits, the waits) is
+//! `protocol/`; this module is the kernel's side of it: the one [`CrossCpu`] board, and
+//! the [`Seam`] made of the local APIC, `cli` and the per-CPU area.
 //!
-//! Protocol. Every CPU has a mailbox: one slot per *sending* CPU and a bitmask of
-//! the slots that are full. To ask CPU `t` to run a call, CPU `s` puts a pointer
-//! to a [`CallRequest`] (on its own stack) in `t`'s slot `s`, sets bit `s` of
-//! `t`'s mask and sends `t` the CALL_FUNCTION IPI. The handler on `t` takes its
-//! mask, runs each request and counts it done; `s` spins until every target has.
+//! # The rules
 //!
-//! Why it cannot deadlock when CPUs call each other at once: a sender never holds
-//! a lock while it waits, and while it waits it runs the requests in its *own*
-//! mailbox. So two CPUs that send to each other with interrupts off (or from an
-//! interrupt handler) still serve each other. One slot per sender means no slot
-//! is ever contended: a sender fills its slot on `t` only after its previous
-//! request there was taken.
+//! Two things a waiting CPU can do for others, with different safety:
 //!
-//! Waiting senders answer TLB shootdowns as well (see `tlb`): the CPU shooting
-//! down may be one of the targets, waiting for us with interrupts off.
+//! 1. **Answering a TLB shootdown is safe in any spin**: it reloads CR3 and records a
+//!    generation; it takes no lock and runs no other code. So *every* spin-wait answers
+//!    shootdowns: lock spins (`mm`'s `Cli::relax`, [`crate::irq_lock`]), the waits of a
+//!    call (slot and completion) and the wait of a shootdown. A CPU that shoots down
+//!    while holding a lock with interrupts off (`del_range` under the range lock) is
+//!    then never stuck on a CPU that spins with interrupts off.
+//! 2. **Serving incoming calls is safe only outside every per-CPU critical section.**
+//!    A call runs arbitrary code (a drain of this CPU's per-CPU array); a CPU spinning
+//!    on a cache lock in the middle of a refill or flush of that very array must not run
+//!    it. So only waits outside every critical section serve calls: the waits of a call,
+//!    whose caller must therefore be outside every critical section, and nothing else
+//!    (a shootdown's wait and lock spins never serve).
+//! 3. **Who may call.** [`on_each_cpu`] and [`on_cpu`] are called either with interrupts
+//!    on, or from an interrupt handler that has opened no critical section (it
+//!    interrupted code with interrupts on, so that code was outside every critical
+//!    section too). Never from code that turned interrupts off itself, never with a
+//!    spinlock held that disables interrupts. Debug builds assert it
+//!    ([`percpu::may_serve_calls`] counts critical sections and interrupt nesting).
+//! 4. **Locks held across a call** (`mm`'s chain and `tuning` locks) are taken only with
+//!    interrupts on (their `lock()` asserts it): a CPU that spins on one with interrupts
+//!    off could neither take the call IPI nor serve its mailbox, and the holder would wait
+//!    for it forever (deadlock 3). Interrupt handlers never take them.
+//! 5. **Posting is one step**: a slot is filled, marked pending and the IPI sent with
+//!    interrupts off, so that no handler on the sender can run between the fill and the
+//!    announcement.
 //!
-//! The function runs in interrupt context on the targets (interrupts off), and
-//! on the calling CPU with interrupts off too, so it sees the same conditions
-//! everywhere.
+//! Why it cannot deadlock then: a CPU waiting in a call serves and answers, so it never
+//! blocks a CPU that waits for it; a CPU waiting in a shootdown or on a lock answers, and
+//! what it waits for (acknowledgements, a lock holder) never depends on a call it would
+//! have to serve: lock holders that wait in calls hold only rule-4 locks, whose waiters
+//! have interrupts on and take the call IPI.
+//!
+//! # The three deadlocks these rules remove (issue 11)
+//!
+//! 1. The completion wait served the mailbox but did not answer shootdowns: CPU X in a
+//!    call with interrupts off waited for A, which held the range lock and waited in a
+//!    shootdown for X. Now the completion wait answers (rule 1), and X may not have
+//!    interrupts off outside a handler anyway (rule 3).
+//! 2. A sender filled its slot on T, an interrupt came before the pending bit, and the
+//!    handler's own call to T found the slot full and waited forever. Now rule 5.
+//! 3. A holder of the chain lock waited in `on_each_cpu` for a CPU spinning on that
+//!    lock with interrupts off. Now rule 4.
+//!
+//! A stall reporter watches every wait of the protocol: a CPU that has waited longer
+//! than [`STALL_TIMEOUT_US`] prints, for every CPU, what it waits for and for whom (the
+//! wait graph), then calls the kernel's stall hook, which fails the run.
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-
-use crossbeam_utils::CachePadded;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::percpu::{self, current_cpu};
-use crate::{MAX_CPUS, vectors};
+use crate::protocol::{CrossCpu, Ipi, Seam, Wait, WaitKind};
+use crate::{MAX_CPUS, timer, vectors};
 
-/// A function call that other CPUs run.
-pub struct CallRequest {
-    /// The function, with its lifetime erased: the sender keeps the closure alive
-    /// until `remaining` reaches zero.
-    function: *const (dyn Fn() + Sync),
-    /// Targets that have not finished running the function yet.
-    remaining: AtomicUsize,
+/// The protocol's state for the whole machine.
+pub(crate) static BOARD: CrossCpu<MAX_CPUS> = CrossCpu::new();
+
+/// How long any cross-CPU wait may last before it is reported as a stall. Generous:
+/// under TCG, 16 virtual CPUs on 2 host cores take turns of many milliseconds.
+pub const STALL_TIMEOUT_US: u64 = 4_000_000;
+
+/// `WAIT_DEADLINE[cpu]`: when the current wait of `cpu` becomes a stall (TSC).
+static WAIT_DEADLINE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// What the kernel does after a stall report: print nothing more and fail the run.
+static STALL_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the function called (on the stalled CPU) after the wait graph is printed.
+pub fn set_stall_hook(hook: fn(&WaitGraph) -> !) {
+    STALL_HOOK.store(hook as usize, Ordering::Release);
 }
 
-struct Mailbox {
-    /// Bit `s`: slot `s` holds a request from CPU `s`.
-    pending: AtomicU64,
-    slots: [AtomicPtr<CallRequest>; MAX_CPUS],
+/// The kernel's seam: this CPU, its local APIC, `cli`, CR3.
+#[derive(Clone, Copy)]
+pub(crate) struct Hardware;
+
+// SAFETY: (1) `current_cpu` is the dense index from GS, below `MAX_CPUS`, one per CPU;
+// (2) `without_interrupts` is `cli` ... restore; (3) the IPI goes to the target's APIC ID
+// with the vector whose handler (`kernel/src/smp_boot.rs`) serves the mailbox or
+// answers, and the APIC write is ordered after earlier stores (x86 TSO; the xAPIC ICR
+// is an uncached MMIO write, the x2APIC one a serialising-enough `wrmsr` that the
+// `x2apic` crate issues after an `mfence`).
+unsafe impl Seam for Hardware {
+    #[inline]
+    fn current_cpu(&self) -> usize {
+        current_cpu()
+    }
+
+    fn send_ipi(&self, cpu: usize, ipi: Ipi) {
+        let apic_id = percpu::cpu(cpu).apic_id();
+        let vector = match ipi {
+            Ipi::Call => vectors::CALL_FUNCTION,
+            Ipi::Shootdown => vectors::TLB_SHOOTDOWN,
+        };
+        percpu::with_local_apic(|lapic| lapic.send_ipi(apic_id, vector));
+    }
+
+    fn flush_tlb(&self) {
+        let (frame, flags) = x86_64::registers::control::Cr3::read();
+        // SAFETY: writing back the live PML4 and flags changes no mapping; it only
+        // drops this CPU's non-global TLB entries (heap pages are never global).
+        unsafe { x86_64::registers::control::Cr3::write(frame, flags) };
+    }
+
+    fn without_interrupts<R>(&self, f: impl FnOnce() -> R) -> R {
+        x86_64::instructions::interrupts::without_interrupts(f)
+    }
+
+    fn run_call(&self, function: &(dyn Fn() + Sync)) {
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            percpu::enter_interrupt();
+            function();
+            percpu::leave_interrupt();
+        });
+    }
+
+    /// Alone (before the APs start, or on one CPU) no call can come in and nobody waits
+    /// for this CPU: the boot code may drain with interrupts still off.
+    fn may_serve_calls(&self) -> bool {
+        percpu::cpu_count() <= 1 || percpu::may_serve_calls()
+    }
+
+    fn pause(&self, _wait: Wait, turns: u64) {
+        core::hint::spin_loop();
+        let me = current_cpu();
+        if turns == 0 {
+            WAIT_DEADLINE[me].store(
+                timer::deadline_after_us(STALL_TIMEOUT_US),
+                Ordering::Relaxed,
+            );
+        } else if turns.is_multiple_of(1024)
+            && timer::expired(WAIT_DEADLINE[me].load(Ordering::Relaxed))
+        {
+            report_stall(me);
+        }
+    }
 }
 
-static MAILBOXES: [CachePadded<Mailbox>; MAX_CPUS] = [const {
-    CachePadded::new(Mailbox {
-        pending: AtomicU64::new(0),
-        slots: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS],
-    })
-}; MAX_CPUS];
+/// Prints the wait graph and calls the stall hook (or panics without one).
+fn report_stall(me: usize) -> ! {
+    let graph = WaitGraph { reporter: me };
+    match STALL_HOOK.load(Ordering::Acquire) {
+        0 => panic!("{graph}"),
+        hook => {
+            // SAFETY: only `set_stall_hook` stores non-zero values, and it stores a
+            // `fn(&WaitGraph) -> !`.
+            let hook: fn(&WaitGraph) -> ! = unsafe { core::mem::transmute(hook) };
+            hook(&graph)
+        }
+    }
+}
 
-/// Calls sent and served per CPU, for the boot log.
-pub static CALLS_SERVED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Who waits for whom, as every CPU published it: the stall report.
+pub struct WaitGraph {
+    /// The CPU whose wait timed out.
+    pub reporter: usize,
+}
+
+impl fmt::Display for WaitGraph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "STALL: cpu {} waited more than {} ms; the wait graph:",
+            self.reporter,
+            STALL_TIMEOUT_US / 1000
+        )?;
+        for cpu in 0..percpu::cpu_count() {
+            let area = percpu::cpu(cpu);
+            if !area.online.load(Ordering::Relaxed) {
+                continue;
+            }
+            let wait = BOARD.waiting(cpu);
+            let (seen, generation) = BOARD.generations(cpu);
+            write!(f, "  cpu {cpu}: ")?;
+            if wait.kind == WaitKind::None {
+                write!(
+                    f,
+                    "not in a cross-CPU wait (running, or spinning on a lock)"
+                )?;
+            } else {
+                write!(f, "waits for {} from cpus", wait.kind.name())?;
+                let mut cpus = wait.cpus;
+                while cpus != 0 {
+                    write!(f, " {}", cpus.trailing_zeros())?;
+                    cpus &= cpus - 1;
+                }
+            }
+            writeln!(
+                f,
+                "; TLB generation {seen} of {generation}; {} in critical sections, {} in \
+                 interrupt handlers",
+                area.critical_depth(),
+                area.interrupt_depth()
+            )?;
+        }
+        write!(f, "STALL: end of the wait graph")
+    }
+}
+
+/// The online CPUs, as one mask read once (so that the CPUs a call counts are exactly
+/// the CPUs it sends to).
+pub(crate) fn online_mask() -> u64 {
+    let mut mask = 0;
+    for cpu in 0..percpu::cpu_count() {
+        if percpu::cpu(cpu).online.load(Ordering::Acquire) {
+            mask |= 1 << cpu;
+        }
+    }
+    mask
+}
 
 /// Runs `function` on every online CPU, the caller included, and returns when all
-/// have run it.
+/// have run it. Rule 3: interrupts on, or an interrupt handler with no critical
+/// section open.
 pub fn on_each_cpu(function: &(dyn Fn() + Sync)) {
-    let me = current_cpu();
-    let targets = (0..percpu::cpu_count())
-        .filter(|&cpu| cpu != me && percpu::cpu(cpu).online.load(Ordering::Acquire));
-    call(function, targets, true);
+    BOARD.call(&Hardware, online_mask(), function, true);
 }
 
-/// Runs `function` on CPU `target` (in its interrupt context, or directly when it
-/// is the caller) and returns when it has run.
+/// Runs `function` on CPU `target` (in its interrupt context, or directly when it is
+/// the caller) and returns when it has run. Rule 3, as [`on_each_cpu`].
 pub fn on_cpu(target: usize, function: &(dyn Fn() + Sync)) {
     assert!(target < percpu::cpu_count(), "no CPU {target}");
     if target == current_cpu() {
-        x86_64::instructions::interrupts::without_interrupts(function);
+        debug_assert!(percpu::may_serve_calls(), "on_cpu: see rule 3 in ipi.rs");
+        Hardware.run_call(function);
     } else {
-        call(function, core::iter::once(target), false);
+        BOARD.call(&Hardware, 1 << target, function, false);
     }
 }
 
-fn call(
-    function: &(dyn Fn() + Sync),
-    targets: impl Iterator<Item = usize> + Clone,
-    run_here: bool,
-) {
+/// Sends every other online CPU the CALL_FUNCTION IPI with nothing in its mailbox:
+/// wakes them from `hlt` without waiting for them.
+pub fn kick_others() {
     let me = current_cpu();
-    // SAFETY: only the lifetime is erased; `request` outlives every use of the
-    // pointer because this function waits for `remaining` to reach zero.
-    let function: *const (dyn Fn() + Sync) = unsafe { core::mem::transmute(function) };
-    let request = CallRequest {
-        function,
-        remaining: AtomicUsize::new(targets.clone().count()),
-    };
-    let request_ptr = (&raw const request).cast_mut();
-    for target in targets {
-        let slot = &MAILBOXES[target].slots[me];
-        // The slot is free unless our previous request to `target` is still in
-        // it (possible when we send from inside a handler): serve our own mailbox
-        // until it is taken.
-        while slot
-            .compare_exchange(
-                core::ptr::null_mut(),
-                request_ptr,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            serve_mailbox();
-            crate::tlb::answer();
-            core::hint::spin_loop();
-        }
-        MAILBOXES[target]
-            .pending
-            .fetch_or(1 << me, Ordering::AcqRel);
-        let apic_id = percpu::cpu(target).apic_id();
-        percpu::with_local_apic(|lapic| lapic.send_ipi(apic_id, vectors::CALL_FUNCTION));
-    }
-    if run_here {
-        x86_64::instructions::interrupts::without_interrupts(|| {
-            // SAFETY: the closure behind the pointer is borrowed for this call.
-            unsafe { (*request.function)() }
-        });
-    }
-    while request.remaining.load(Ordering::Acquire) != 0 {
-        serve_mailbox();
-        core::hint::spin_loop();
+    let mut others = online_mask() & !(1 << me);
+    while others != 0 {
+        let cpu = others.trailing_zeros() as usize;
+        others &= others - 1;
+        Hardware.send_ipi(cpu, Ipi::Call);
     }
 }
 
-/// Runs every request in the calling CPU's mailbox. The CALL_FUNCTION interrupt
-/// handler calls this (and sends EOI); waiting senders call it too.
+/// Runs every request in the calling CPU's mailbox: the CALL_FUNCTION handler.
 pub fn serve_mailbox() {
-    let me = current_cpu();
-    let mailbox = &MAILBOXES[me];
-    let mut pending = mailbox.pending.swap(0, Ordering::AcqRel);
-    while pending != 0 {
-        let sender = pending.trailing_zeros() as usize;
-        pending &= pending - 1;
-        let request = mailbox.slots[sender].swap(core::ptr::null_mut(), Ordering::AcqRel);
-        if request.is_null() {
-            continue;
-        }
-        // SAFETY: a non-null slot holds a request whose sender is spinning until
-        // `remaining` reaches zero, so the request and its closure are alive until
-        // the `fetch_sub` below; the closure is `Sync`, so running it here while
-        // other CPUs run it too is allowed.
-        unsafe {
-            x86_64::instructions::interrupts::without_interrupts(|| (*(*request).function)());
-            (*request).remaining.fetch_sub(1, Ordering::AcqRel);
-        }
-        CALLS_SERVED[me].fetch_add(1, Ordering::Relaxed);
-    }
+    BOARD.serve_mailbox(&Hardware);
+}
+
+/// Calls CPU `cpu` has served, for the boot log.
+pub fn calls_served(cpu: usize) -> u64 {
+    BOARD.counters(cpu).0
 }

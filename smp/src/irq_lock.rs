@@ -26,11 +26,24 @@ impl<T> IrqSpinlock<T> {
     }
 
     /// Disables local interrupts, then spins until the lock is free.
+    ///
+    /// While it spins it answers TLB shootdowns (rule 1 in `ipi.rs`): the CPU holding
+    /// this lock, or any other, may be waiting for this CPU's acknowledgement.
     pub fn lock(&self) -> IrqSpinlockGuard<'_, T> {
         let interrupts_were_enabled = interrupts::are_enabled();
         interrupts::disable();
+        crate::percpu::enter_critical();
+        let guard = loop {
+            if let Some(guard) = self.inner.try_lock() {
+                break guard;
+            }
+            while self.inner.is_locked() {
+                crate::tlb::answer();
+                core::hint::spin_loop();
+            }
+        };
         IrqSpinlockGuard {
-            guard: core::mem::ManuallyDrop::new(self.inner.lock()),
+            guard: core::mem::ManuallyDrop::new(guard),
             interrupts_were_enabled,
             _not_send: PhantomData,
         }
@@ -62,6 +75,7 @@ impl<T> Drop for IrqSpinlockGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: the inner guard is dropped exactly once, here, and not used after.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.guard) };
+        crate::percpu::leave_critical();
         if self.interrupts_were_enabled {
             interrupts::enable();
         }

@@ -7,21 +7,36 @@
 //! * [`trampoline`]: the real-mode -> long-mode code an application processor (AP)
 //!   starts in, and the INIT-SIPI-SIPI sequence that starts it.
 //! * [`percpu`]: each CPU's own data, reached through the GS base register.
-//! * [`ipi`]: `on_each_cpu` / `on_cpu`, Linux 2.4's `smp_call_function`.
+//! * [`protocol`]: the cross-CPU call and shootdown protocol without the hardware
+//!   (mailboxes, generations, the waits), over a seam; built hosted and under loom too.
+//! * [`ipi`]: `on_each_cpu` / `on_cpu`, Linux 2.4's `smp_call_function`, and the rules
+//!   that keep cross-CPU calls and shootdowns free of deadlock.
 //! * [`tlb`]: TLB shootdowns, so that an unmapped heap page is forgotten everywhere.
 //! * [`irq_lock`]: a spinlock whose guard keeps local interrupts off.
 //!
 //! The kernel wires these together (`kernel/src/smp_boot.rs`): it owns the page
 //! tables, the IDT, the stacks and the GDTs, and hands this crate what it needs.
+//!
+//! Under `--cfg loom` only [`protocol`] is built (with loom's atomics), for the models
+//! in `loom-tests/`: the rest is hardware.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(not(loom))]
 pub mod ipi;
+#[cfg(not(loom))]
 pub mod irq_lock;
+#[cfg(not(loom))]
 pub mod lapic;
+#[cfg(not(loom))]
 pub mod madt;
+#[cfg(not(loom))]
 pub mod percpu;
+pub mod protocol;
+#[cfg(not(loom))]
 pub mod timer;
+#[cfg(not(loom))]
 pub mod tlb;
+#[cfg(not(loom))]
 pub mod trampoline;
 
 /// The most CPUs the kernel supports (a `u64` bitmask of CPUs fits in one word).

@@ -30,6 +30,11 @@ pub struct PerCpu {
     pub timer_ticks: AtomicU64,
     /// Free for boot-time checks: bumped under a lock by the CPU itself.
     pub check_counter: AtomicU64,
+    /// Critical sections (interrupts turned off by a lock or a per-CPU operation) open
+    /// on this CPU, nested; kept in debug builds only. Written only by the CPU itself.
+    critical_depth: AtomicU32,
+    /// Interrupt handlers running on this CPU, nested. Written only by the CPU itself.
+    interrupt_depth: AtomicU32,
     /// Only touched by the owning CPU, with interrupts off.
     lapic: UnsafeCell<Option<LocalApic>>,
 }
@@ -47,6 +52,8 @@ impl PerCpu {
             online: AtomicBool::new(false),
             timer_ticks: AtomicU64::new(0),
             check_counter: AtomicU64::new(0),
+            critical_depth: AtomicU32::new(0),
+            interrupt_depth: AtomicU32::new(0),
             lapic: UnsafeCell::new(None),
         }
     }
@@ -58,6 +65,73 @@ impl PerCpu {
     pub fn apic_id(&self) -> u32 {
         self.apic_id.load(Ordering::Relaxed)
     }
+
+    /// Critical sections open on this CPU (always 0 in release builds).
+    pub fn critical_depth(&self) -> u32 {
+        self.critical_depth.load(Ordering::Relaxed)
+    }
+
+    /// Interrupt handlers running on this CPU.
+    pub fn interrupt_depth(&self) -> u32 {
+        self.interrupt_depth.load(Ordering::Relaxed)
+    }
+}
+
+/// Set once GS points at a per-CPU area (the BSP's boot area first).
+static GS_READY: AtomicBool = AtomicBool::new(false);
+
+/// Adds `delta` to one of this CPU's own depth counters (a load and a store: only the
+/// CPU itself writes it, and an interrupt handler that changes it restores it before
+/// it returns).
+fn bump_depth(field: impl Fn(&PerCpu) -> &AtomicU32, delta: i32) {
+    if !GS_READY.load(Ordering::Relaxed) {
+        return;
+    }
+    let counter = field(this_cpu());
+    let value = counter.load(Ordering::Relaxed);
+    counter.store(value.wrapping_add_signed(delta), Ordering::Relaxed);
+}
+
+/// Called when a lock or a per-CPU operation turns interrupts off (see
+/// [`may_serve_calls`]); debug builds only, to keep the hit path as it was.
+#[inline]
+pub fn enter_critical() {
+    if cfg!(debug_assertions) {
+        bump_depth(|area| &area.critical_depth, 1);
+    }
+}
+
+/// Called when the critical section [`enter_critical`] opened ends.
+#[inline]
+pub fn leave_critical() {
+    if cfg!(debug_assertions) {
+        bump_depth(|area| &area.critical_depth, -1);
+    }
+}
+
+/// Called by the interrupt dispatcher around every handler.
+#[inline]
+pub fn enter_interrupt() {
+    bump_depth(|area| &area.interrupt_depth, 1);
+}
+
+/// Called by the interrupt dispatcher after every handler.
+#[inline]
+pub fn leave_interrupt() {
+    bump_depth(|area| &area.interrupt_depth, -1);
+}
+
+/// True where this CPU may serve cross-CPU calls and so may make them (rules 2 and 3
+/// in `ipi.rs`): interrupts on, or inside an interrupt handler with no critical section
+/// open (a maskable interrupt arrives only where interrupts were on, outside every
+/// critical section). In release builds critical sections are not counted, and only
+/// the interrupt flag and the handler depth are checked.
+pub fn may_serve_calls() -> bool {
+    if x86_64::instructions::interrupts::are_enabled() || !GS_READY.load(Ordering::Relaxed) {
+        return true;
+    }
+    let area = this_cpu();
+    area.interrupt_depth() > 0 && area.critical_depth() == 0
 }
 
 static AREAS: [CachePadded<PerCpu>; MAX_CPUS] =
@@ -98,6 +172,18 @@ pub fn assign_index(apic_id: u32) -> Option<usize> {
 /// Once, on the BSP, before any other CPU runs and before [`install`].
 pub unsafe fn install_boot_area() {
     GsBase::write(VirtAddr::from_ptr(&raw const *AREAS[0]));
+    GS_READY.store(true, Ordering::Relaxed);
+}
+
+/// Points the calling CPU's GS base at the area of CPU `index`: the first thing an
+/// AP does, before it takes any lock (locks count critical sections through GS).
+///
+/// # Safety
+///
+/// Once per CPU, by that CPU, with interrupts off, for an index returned by
+/// [`assign_index`] for this CPU's APIC ID.
+pub unsafe fn install_gs(index: usize) {
+    GsBase::write(VirtAddr::from_ptr(&raw const *AREAS[index]));
 }
 
 /// Points the calling CPU's GS base at the area of CPU `index` and installs its

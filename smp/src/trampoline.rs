@@ -22,9 +22,13 @@
 //! The parameters (CR3, EFER bits, stack, entry, argument) sit in a data block at
 //! the end of the page, written by the BSP before each start. APs are started one
 //! at a time: the BSP waits for each to report online (or times out) before it
-//! reuses the block for the next.
+//! reuses the block for the next. A ticket in the block names the AP it is for (APIC
+//! ID + 1); the AP claims it with a compare-and-swap before it reads anything else, and
+//! the BSP revokes it on a time-out. So an AP that starts after its time-out finds a
+//! ticket that is not its own and parks, instead of running on the next AP's stack
+//! with the next AP's index.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::lapic::LocalApic;
 use crate::timer;
@@ -57,6 +61,31 @@ ap_protected_mode:
     movw %ax, %ds
     movw %ax, %es
     movw %ax, %ss
+    /* Which CPU am I? CPUID leaf 0xB gives the x2APIC ID in EDX (when the leaf exists
+       and is valid: EBX != 0); otherwise leaf 1 gives the initial APIC ID in EBX[31:24]. */
+    xorl %eax, %eax
+    cpuid
+    cmpl $0xb, %eax
+    jb 2f
+    movl $0xb, %eax
+    xorl %ecx, %ecx
+    cpuid
+    testl %ebx, %ebx
+    jz 2f
+    movl %edx, %esi
+    jmp 3f
+2:  movl $1, %eax
+    cpuid
+    shrl $24, %ebx
+    movl %ebx, %esi
+    /* Claim the parameter block: its ticket must be (my APIC ID + 1), and becomes
+       0xffffffff (claimed). A late AP, whose start the BSP gave up (revoking its
+       ticket) and whose block may now hold the next AP's stack and index, finds another
+       ticket and parks here, touching nothing. */
+3:  leal 1(%esi), %eax
+    movl $0xffffffff, %edx
+    lock cmpxchgl %edx, {phys} + (ap_param_ticket - ap_trampoline_start)
+    jne ap_park
     /* CR4.PAE (bit 5): the 64-bit page-table format. */
     movl %cr4, %eax
     orl $(1 << 5), %eax
@@ -94,6 +123,12 @@ ap_long_mode:
     hlt
     jmp 1b
 
+    .code32
+ap_park:
+    cli
+    hlt
+    jmp ap_park
+
     .balign 8
 ap_gdt:
     .quad 0                     /* null */
@@ -111,6 +146,8 @@ ap_param_efer:     .long 0
 ap_param_stack:    .quad 0
 ap_param_entry:    .quad 0
 ap_param_argument: .quad 0
+ap_param_ticket:   .long 0
+ap_param_pad:      .long 0
 ap_trampoline_end:
     .code64
     .popsection
@@ -133,7 +170,13 @@ struct Params {
     stack_top: u64,
     entry: u64,
     argument: u64,
+    /// `apic_id + 1`: the block is for that AP; 0: for none; `CLAIMED`: taken.
+    ticket: AtomicU32,
+    _pad: u32,
 }
+
+/// The ticket of a parameter block an AP has claimed.
+const CLAIMED: u32 = u32::MAX;
 
 /// What an AP needs to reach Rust.
 #[derive(Clone, Copy, Debug)]
@@ -194,17 +237,24 @@ pub unsafe fn start_ap(
     timeout_us: u64,
 ) -> StartResult {
     let offset = &raw const ap_trampoline_params as usize - &raw const ap_trampoline_start as usize;
-    let params = Params {
-        cr3: start.cr3,
-        efer_bits: start.efer_bits,
-        stack_top: start.stack_top,
-        entry: start.entry,
-        argument: start.argument,
-    };
-    // SAFETY: the parameter block lies inside the installed trampoline page; no AP
-    // reads it now (the previous AP reported online or timed out).
-    unsafe { core::ptr::write_volatile(page.add(offset).cast::<Params>(), params) };
-    core::sync::atomic::fence(Ordering::SeqCst);
+    let block = page.wrapping_add(offset).cast::<Params>();
+    // SAFETY: the parameter block lies inside the installed trampoline page, aligned
+    // (8, by the asm); `ticket` is only accessed atomically, by us and by APs.
+    let ticket = unsafe { &(*block).ticket };
+    // The previous block was claimed or revoked, so no AP uses the fields now: an AP
+    // touches them only after claiming a ticket that names it.
+    debug_assert!(matches!(ticket.load(Ordering::Acquire), 0 | CLAIMED));
+    ticket.store(0, Ordering::Relaxed);
+    // SAFETY: as above; the fields are plain memory that no AP reads until the ticket
+    // names it (released below).
+    unsafe {
+        (&raw mut (*block).cr3).write_volatile(start.cr3);
+        (&raw mut (*block).efer_bits).write_volatile(start.efer_bits);
+        (&raw mut (*block).stack_top).write_volatile(start.stack_top);
+        (&raw mut (*block).entry).write_volatile(start.entry);
+        (&raw mut (*block).argument).write_volatile(start.argument);
+    }
+    ticket.store(apic_id + 1, Ordering::Release);
 
     let started = timer::rdtsc();
     // SAFETY: the caller guarantees the target is not running kernel code and
@@ -218,10 +268,15 @@ pub unsafe fn start_ap(
             lapic.send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
         }
     }
-    let deadline = timer::deadline_after_us(timeout_us);
+    let mut deadline = timer::deadline_after_us(timeout_us);
     while !online.load(Ordering::Acquire) {
         if timer::expired(deadline) {
-            return StartResult::TimedOut;
+            // Revoke the ticket, unless the AP claimed it just now: then it runs on its
+            // own stack with its own index, and will come online; wait once more.
+            match ticket.compare_exchange(apic_id + 1, 0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return StartResult::TimedOut,
+                Err(_) => deadline = timer::deadline_after_us(timeout_us),
+            }
         }
         core::hint::spin_loop();
     }

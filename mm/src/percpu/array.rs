@@ -8,9 +8,10 @@
 //! (one writer), so that statistics can read them from anywhere; its `entries` are plain
 //! memory.
 
+use crate::platform::CpuLocal;
 use crate::platform::PAGE_SIZE;
 use crate::slab::CacheFront;
-use crate::sync::{NoInterrupts, SpinLock};
+use crate::sync::{InterruptsOn, NoInterrupts, SpinLock};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -142,7 +143,7 @@ impl Array {
 
 /// A cache's per-CPU part (2.4's `cpudata[]` and the `limit`/`batchcount` it is made
 /// with): what the slab layer keeps for us in every cache descriptor.
-pub struct CacheArrays {
+pub struct CacheArrays<I: CpuLocal> {
     /// Entries of arrays made from now on; 0: this cache uses no arrays.
     pub(super) limit: AtomicUsize,
     /// Objects per refill or flush of arrays made from now on.
@@ -151,12 +152,12 @@ pub struct CacheArrays {
     pub(super) arrays: [AtomicPtr<ArrayCache>; MAX_CPUS],
     /// Held by whoever drains, frees or reads the arrays from outside (see the module
     /// docs); does not disable interrupts, and is held across `on_each_cpu`.
-    pub(super) tuning: SpinLock<(), NoInterrupts>,
+    pub(super) tuning: SpinLock<(), InterruptsOn<I>>,
     /// The counters of arrays already freed.
     pub(super) retired: SpinLock<CpuCounters, NoInterrupts>,
 }
 
-impl CacheFront for CacheArrays {
+impl<I: CpuLocal> CacheFront for CacheArrays<I> {
     /// The per-CPU part of a new cache with slots of `slot` bytes: 2.4's
     /// `enable_cpucache` defaults (scaled for 8-byte pointers), none for debug caches.
     fn new(slot: usize, debug: bool) -> Self {
@@ -177,7 +178,7 @@ impl CacheFront for CacheArrays {
     }
 }
 
-impl CacheArrays {
+impl<I: CpuLocal> CacheArrays<I> {
     /// CPU `cpu`'s array, if it has one.
     #[inline]
     pub(super) fn array(&self, cpu: usize) -> Option<Array> {

@@ -78,12 +78,12 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// A cache descriptor as the per-CPU layer sees it: a slab cache with its arrays.
-pub type CacheDescriptor<I> = SlabCache<I, CacheArrays>;
+pub type CacheDescriptor<I> = SlabCache<I, CacheArrays<I>>;
 
 /// Layer 1: the per-CPU arrays in front of every cache of the slab layer, which it owns.
 /// See the [module docs](self).
 pub struct CpuCaches<B: SlabBackend, I: CpuLocal> {
-    slab: SlabCaches<B, I, CacheArrays>,
+    slab: SlabCaches<B, I, CacheArrays<I>>,
     /// The global switch of the layer.
     per_cpu: AtomicBool,
 }
@@ -101,7 +101,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     }
 
     /// The slab layer below.
-    pub fn slab(&self) -> &SlabCaches<B, I, CacheArrays> {
+    pub fn slab(&self) -> &SlabCaches<B, I, CacheArrays<I>> {
         &self.slab
     }
 

@@ -20,14 +20,19 @@
 //! allocator (normal zone first) and are never given back, as in every kernel.
 //!
 //! Concurrency and lock order: the caller holds the range lock; each call here takes the
-//! page lock once, for the whole range (range -> page). The platform is called with the
+//! page lock once, for the whole range (range -> page), except `unmap_release`, which
+//! unmaps and shoots down before it takes the page lock to release the frames. The platform is called with the
 //! page lock held, so it must not call back into `mm` except through the
 //! `alloc_table_frame` closure we give it, which uses the lock we already hold.
 
 use super::RangeError;
 use crate::page::{PageAllocator, PageOwner, Zone};
-use crate::platform::{MapError, PAGE_SIZE, Platform};
+use crate::platform::{MapError, PAGE_SIZE, PhysAddr, Platform};
 use crate::sync::SpinLock;
+
+/// Pages [`Backing::unmap_release`] unmaps per TLB shootdown (512 bytes of frames on
+/// the stack).
+pub const UNMAP_BATCH: usize = 64;
 
 /// What the range allocator needs from the layers around it, for one operation.
 pub(crate) struct Backing<'a, 'm, P: Platform> {
@@ -94,22 +99,52 @@ impl<P: Platform> Backing<'_, '_, P> {
         Ok(())
     }
 
-    /// Unmaps `pages` pages from `start` and drops the mappings' references.
+    /// Unmaps `pages` pages from `start`, makes every CPU forget them (a TLB shootdown,
+    /// [`Platform::flush_remote_tlbs`]) and only then drops the mappings' references.
+    ///
+    /// The order matters: a frame that went back to the page allocator before the
+    /// shootdown completed could be handed out (`Heap::alloc_frames`) while a stale
+    /// translation on another CPU still reaches it. Frames are collected in batches of
+    /// [`UNMAP_BATCH`] (one shootdown per batch) so that no unbounded buffer is needed;
+    /// ranges and slabs of the heap are smaller than that in practice.
     pub fn unmap_release(&self, start: usize, pages: usize) {
-        let mut pa = self.pages.lock();
-        for i in 0..pages {
-            self.release_one(&mut pa, start + i * PAGE_SIZE);
+        let mut frames = [PhysAddr(0); UNMAP_BATCH];
+        let mut done = 0;
+        while done < pages {
+            let batch = (pages - done).min(UNMAP_BATCH);
+            let mut unmapped = 0;
+            for i in 0..batch {
+                let virt = start + (done + i) * PAGE_SIZE;
+                match self.platform.unmap_page(virt) {
+                    Some(frame) => {
+                        frames[unmapped] = frame;
+                        unmapped += 1;
+                    }
+                    // Someone unmapped a page of a mapped range behind our back: a kernel
+                    // bug. Release builds carry on (the frame, if any, leaks).
+                    None => debug_assert!(false, "page {virt:#x} of a mapped range was not mapped"),
+                }
+            }
+            self.platform.flush_remote_tlbs();
+            let mut pa = self.pages.lock();
+            for &frame in &frames[..unmapped] {
+                let released = pa.put_mapped(frame);
+                debug_assert!(released.is_ok(), "frame {frame:?}: {released:?}");
+            }
+            drop(pa);
+            done += batch;
         }
     }
 
+    /// Unmaps one page of a range that was never handed out and releases its frame at
+    /// once: no other CPU has used the address since it was mapped (the range is not
+    /// published yet), so no stale translation of it exists elsewhere.
     fn release_one(&self, pa: &mut PageAllocator<'_>, virt: usize) {
         match self.platform.unmap_page(virt) {
             Some(frame) => {
                 let released = pa.put_mapped(frame);
                 debug_assert!(released.is_ok(), "frame of {virt:#x}: {released:?}");
             }
-            // Someone unmapped a page of a mapped range behind our back: a kernel bug.
-            // Release builds carry on (the frame, if any, leaks).
             None => debug_assert!(false, "page {virt:#x} of a mapped range was not mapped"),
         }
     }

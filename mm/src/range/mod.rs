@@ -248,13 +248,12 @@ impl RangeAllocator {
             SegmentKind::Free => return Err(RangeError::NotAllocated { addr }),
             SegmentKind::Internal => return Err(RangeError::Pinned { addr }),
             SegmentKind::Allocated(flags) if flags.contains(RangeFlags::MAP) => {
+                // Other CPUs may still hold translations of these pages: neither the
+                // frames nor the addresses may be reused before those are gone, or a
+                // CPU could reach a frame through a stale entry after it was handed out
+                // again. `unmap_release` shoots them down before it releases the frames,
+                // and the addresses are released below, after it.
                 backing.unmap_release(segment.start(), segment.pages());
-                // Other CPUs may still hold translations of these pages. The addresses
-                // must not be handed out (and mapped anew) before those are gone, or a
-                // CPU would reach the old frames through the new range. The frames
-                // themselves went back already: only a stale translation reaches them,
-                // and only code that uses the range after deleting it would follow one.
-                backing.platform.flush_remote_tlbs();
             }
             SegmentKind::Allocated(_) | SegmentKind::Reserved => {}
         }

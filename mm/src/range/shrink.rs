@@ -46,10 +46,9 @@ impl RangeAllocator {
                 .clone_pointer()
                 .expect("every cache slab is an internal range");
             debug_assert_eq!(slab.kind(), SegmentKind::Internal);
+            // As in `del_range`: the shootdown inside comes before the frames and the
+            // addresses go back.
             backing.unmap_release(base, slab.pages());
-            // As in `del_range`: no CPU may keep a translation of a page whose address
-            // can be handed out again.
-            backing.platform.flush_remote_tlbs();
             self.release(slab);
             released += 1;
         }

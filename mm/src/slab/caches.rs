@@ -16,8 +16,8 @@ use super::list::SlabList;
 use super::ops::{Core, ObjectInfo, Owner, SlabOptions};
 use super::stats::SlabStats;
 use super::{Constructor, Destructor, KMALLOC_CLASSES, SlabBackend, SlabError, SlabFlags};
-use crate::platform::{InterruptControl, NoInterrupts, PAGE_SIZE};
-use crate::sync::SpinLock;
+use crate::platform::{InterruptControl, PAGE_SIZE};
+use crate::sync::{InterruptsOn, SpinLock};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,8 @@ pub struct SlabCaches<B: SlabBackend, I: InterruptControl, F: CacheFront> {
     core: Core<B>,
     /// `kmem_cache`, whose first object is its own descriptor.
     cache_cache: NonNull<SlabCache<I, F>>,
-    pub(super) chain: SpinLock<Chain<I, F>, NoInterrupts>,
+    /// Held across `on_each_cpu` by the layer above (drains): see `chain.rs`.
+    pub(super) chain: SpinLock<Chain<I, F>, InterruptsOn<I>>,
     /// The general caches.
     pub(super) sizes: [SizeClass<I, F>; KMALLOC_CLASSES],
     debug: AtomicBool,
