@@ -87,7 +87,8 @@
 //! `Platform::Interrupts`), so an interrupt handler may allocate and free: it can only
 //! run where its CPU holds none of them. The chain and tuning locks do not: they are
 //! held across `on_each_cpu`, whose IPIs must reach the CPU that waits, and no
-//! allocation or free takes them (`reclaim` only tries the chain lock). A CPU that
+//! allocation or free waits for them (an allocation that runs out of memory only tries
+//! them: `CpuCaches::reclaim_memory`). A CPU that
 //! spins on a lock with interrupts off calls `InterruptControl::relax`, where the
 //! kernel answers TLB shootdowns: the holder may be waiting for that answer (a range
 //! deleted under the range lock is shot down from every TLB before its addresses are

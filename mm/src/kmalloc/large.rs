@@ -26,7 +26,7 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
         let slab = self.caches.slab();
         let backend = slab.backend();
         let start = match backend.alloc_pages(pages, dma, false) {
-            Err(SlabError::OutOfMemory) if slab.reclaim() > 0 => {
+            Err(SlabError::OutOfMemory) if self.caches.reclaim_memory() > 0 => {
                 backend.alloc_pages(pages, dma, false)?
             }
             result => result?,

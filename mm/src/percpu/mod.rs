@@ -44,6 +44,12 @@
 //! waiting for it must still answer IPIs) and which statistics take to read remote
 //! arrays without one being freed under them.
 //!
+//! Running out of memory drains too (`reclaim_memory`, in `tuning.rs`): objects parked
+//! in other CPUs' arrays are free to their users but hold their slabs, so an allocation
+//! that finds no memory, in process context, empties every CPU's arrays and gives the
+//! free slabs back before it fails. From an interrupt handler it cannot (no IPIs there):
+//! it gives back only what the slabs hold free.
+//!
 //! # What a free through the array checks
 //!
 //! Caches with debug checks (red zones or poisoning) get no arrays: every free of theirs
@@ -185,12 +191,24 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
                         // objects first, which only means another round.
                         // SAFETY: as above.
                         unsafe { I::restore(saved) };
-                        self.slab.grow_or_reclaim(cache)?;
+                        self.grow_or_reclaim(cache)?;
                     }
                 }
             }
         }
-        self.slab.alloc(cache)
+        match self.slab.alloc(cache) {
+            Err(SlabError::OutOfMemory) if self.reclaim_memory() > 0 => self.slab.alloc(cache),
+            result => result,
+        }
+    }
+
+    /// Grows `cache`; when memory is out, reclaims (the arrays of every CPU included, see
+    /// [`reclaim_memory`](Self::reclaim_memory)) and tries once more.
+    fn grow_or_reclaim(&self, cache: &CacheDescriptor<I>) -> Result<(), SlabError> {
+        match self.slab.grow_or_reclaim(cache) {
+            Err(SlabError::OutOfMemory) if self.reclaim_memory() > 0 => self.slab.grow(cache),
+            result => result,
+        }
     }
 
     /// With interrupts off: an object from this CPU's array, refilled if empty.

@@ -145,4 +145,22 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     pub fn reap(&self) -> usize {
         self.slab.reap(|cache| self.drain(cache, false))
     }
+
+    /// What an allocation does when memory ran out: in process context (interrupts on),
+    /// it first empties every CPU's array of every cache into the slabs, because objects
+    /// parked there are free to their users but hold their slabs; then it gives back
+    /// every free slab (`SlabCaches::reclaim`). From an interrupt handler, or with
+    /// interrupts off, it only reclaims: draining needs IPIs. It gives up on any lock
+    /// that is busy rather than wait (the caller may hold it: an allocation inside a
+    /// statistics walk). Returns the pages released.
+    pub fn reclaim_memory(&self) -> usize {
+        if I::CPUS > 0 && I::can_take_ipis() {
+            self.slab.try_for_each_cache(Walk::NewestFirst, |cache| {
+                if let Some(_tuning) = cache.front.tuning.try_lock() {
+                    I::on_each_cpu(&|cpu| self.drain_here(cache, cpu, false));
+                }
+            });
+        }
+        self.slab.reclaim()
+    }
 }

@@ -288,6 +288,11 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
         pages
     }
 
+    /// Adds a slab to `cache` (2.4's `kmem_cache_grow`), or `OutOfMemory`.
+    pub fn grow(&self, cache: &SlabCache<I, F>) -> Result<(), SlabError> {
+        self.core.grow(cache)
+    }
+
     /// Grows `cache`; when memory is out, reclaims free slabs and tries once more.
     pub fn grow_or_reclaim(&self, cache: &SlabCache<I, F>) -> Result<(), SlabError> {
         match self.core.grow(cache) {

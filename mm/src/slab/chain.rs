@@ -122,4 +122,16 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
         // SAFETY: caches on the chain are live while we hold the chain lock.
         chain.walk(order, |ptr| f(unsafe { ptr.as_ref() }));
     }
+
+    /// [`for_each_cache`](Self::for_each_cache) if the chain lock is free now; false,
+    /// having done nothing, if it is held (perhaps by this CPU: an allocation made inside
+    /// a walk). For paths that must not wait, such as running out of memory.
+    pub fn try_for_each_cache(&self, order: Walk, mut f: impl FnMut(&SlabCache<I, F>)) -> bool {
+        let Some(chain) = self.chain.try_lock() else {
+            return false;
+        };
+        // SAFETY: caches on the chain are live while we hold the chain lock.
+        chain.walk(order, |ptr| f(unsafe { ptr.as_ref() }));
+        true
+    }
 }
