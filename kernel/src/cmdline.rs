@@ -21,7 +21,8 @@
 //! | `test=triple-fault` | fault with no usable IDT: the machine resets, which the host must notice |
 //! | `test=hang` | stop without a verdict: the host's time-out must fire |
 //!
-//! Unknown words are reported and ignored, so a typo does not go unnoticed.
+//! Every word that is not understood is reported and ignored (an unknown option, or a
+//! known one whose value is out of range), so a typo does not go unnoticed.
 
 /// A deliberate failure, for the tests of the crash paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +57,37 @@ impl<'a> CpuCacheTuning<'a> {
 /// How many `cpucache=` words count.
 pub const MAX_TUNINGS: usize = 4;
 
+/// How many ignored words are kept for the report (more are counted).
+pub const MAX_IGNORED: usize = 8;
+
+/// A word of the command line that was ignored, and why.
+#[derive(Clone, Copy, Debug)]
+pub enum Ignored<'a> {
+    /// No option has this name, or this option has no such value.
+    Unknown(&'a str),
+    /// A known option with a number outside what it takes (the range, in words).
+    OutOfRange(&'a str, &'static str),
+    /// A fifth `cpucache=` word (at most [`MAX_TUNINGS`]).
+    TooMany(&'a str),
+}
+
+impl core::fmt::Display for Ignored<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Unknown(word) => write!(f, "ignoring unknown option {word:?}"),
+            Self::OutOfRange(word, range) => {
+                write!(f, "ignoring {word:?}: out of range ({range})")
+            }
+            Self::TooMany(word) => {
+                write!(
+                    f,
+                    "ignoring {word:?}: at most {MAX_TUNINGS} cpucache= options"
+                )
+            }
+        }
+    }
+}
+
 /// The parsed command line.
 #[derive(Debug)]
 pub struct Options<'a> {
@@ -82,8 +114,10 @@ pub struct Options<'a> {
     /// and every timer tick, statistics read during retuning, shootdowns from range
     /// deletion in a nearly full DMA zone.
     pub stress_provoke: bool,
-    /// The first word that was not understood, if any.
-    pub unknown: Option<&'a str>,
+    /// The words that were ignored, in order (the first [`MAX_IGNORED`]).
+    pub ignored: [Option<Ignored<'a>>; MAX_IGNORED],
+    /// How many words were ignored in all.
+    pub ignored_count: usize,
 }
 
 impl<'a> Options<'a> {
@@ -101,51 +135,84 @@ impl<'a> Options<'a> {
             stress_ms: 2000,
             bench_hitpath: false,
             stress_provoke: false,
-            unknown: None,
+            ignored: [None; MAX_IGNORED],
+            ignored_count: 0,
         };
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
-            match (key, value) {
+            let number = value.parse::<u64>().ok();
+            let ignored = match (key, value) {
                 ("loglevel", level) if level.parse::<log::LevelFilter>().is_ok() => {
                     options.log_level = level.parse().unwrap_or(log::LevelFilter::Info);
+                    None
                 }
-                ("timer_hz", hz)
-                    if hz.parse::<u32>().is_ok_and(|hz| (1..=10_000).contains(&hz)) =>
-                {
-                    options.timer_hz = hz.parse().unwrap_or(100);
+                ("timer_hz", _) if number.is_some_and(|hz| (1..=10_000).contains(&hz)) => {
+                    options.timer_hz = number.unwrap_or(100) as u32;
+                    None
                 }
-                ("acpi", "scan") => options.scan_for_rsdp = true,
-                ("mmtest", "exhaust") => options.exhaust_memory = true,
-                ("mmtest", "off") => options.skip_memory_tests = true,
-                ("slab_debug", "on") => options.slab_debug = true,
-                ("slab_debug", "off") => options.slab_debug = false,
-                ("percpu", "on") => options.per_cpu = true,
-                ("percpu", "off") => options.per_cpu = false,
+                ("timer_hz", _) if number.is_some() => {
+                    Some(Ignored::OutOfRange(word, "1 to 10000 per second"))
+                }
+                ("acpi", "scan") => set(&mut options.scan_for_rsdp, true),
+                ("mmtest", "exhaust") => set(&mut options.exhaust_memory, true),
+                ("mmtest", "off") => set(&mut options.skip_memory_tests, true),
+                ("slab_debug", "on") => set(&mut options.slab_debug, true),
+                ("slab_debug", "off") => set(&mut options.slab_debug, false),
+                ("percpu", "on") => set(&mut options.per_cpu, true),
+                ("percpu", "off") => set(&mut options.per_cpu, false),
                 ("cpucache", value) if CpuCacheTuning::parse(value).is_some() => {
                     match options.cpu_cache_tunings.iter_mut().find(|t| t.is_none()) {
-                        Some(free) => *free = CpuCacheTuning::parse(value),
-                        None => {
-                            options.unknown.get_or_insert(word);
+                        Some(free) => {
+                            *free = CpuCacheTuning::parse(value);
+                            None
                         }
+                        None => Some(Ignored::TooMany(word)),
                     }
                 }
-                ("stress", "off") => options.stress_ms = 0,
-                ("stress_provoke", "on") => options.stress_provoke = true,
-                ("stress_provoke", "off") => options.stress_provoke = false,
-                ("stress", ms) if ms.parse::<u64>().is_ok_and(|ms| ms <= 600_000) => {
-                    options.stress_ms = ms.parse().unwrap_or(0);
+                ("stress", "off") => {
+                    options.stress_ms = 0;
+                    None
                 }
-                ("bench", "hitpath") => options.bench_hitpath = true,
-                ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
-                ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),
-                ("test", "stack-overflow") => options.crash_test = Some(CrashTest::StackOverflow),
-                ("test", "triple-fault") => options.crash_test = Some(CrashTest::TripleFault),
-                ("test", "hang") => options.crash_test = Some(CrashTest::Hang),
-                _ => {
-                    options.unknown.get_or_insert(word);
+                ("stress_provoke", "on") => set(&mut options.stress_provoke, true),
+                ("stress_provoke", "off") => set(&mut options.stress_provoke, false),
+                ("stress", _) if number.is_some_and(|ms| ms <= 600_000) => {
+                    options.stress_ms = number.unwrap_or(0);
+                    None
                 }
+                ("stress", _) if number.is_some() => {
+                    Some(Ignored::OutOfRange(word, "0 to 600000 ms"))
+                }
+                ("bench", "hitpath") => set(&mut options.bench_hitpath, true),
+                ("test", "panic") => set_crash(&mut options.crash_test, CrashTest::Panic),
+                ("test", "pagefault") => set_crash(&mut options.crash_test, CrashTest::PageFault),
+                ("test", "stack-overflow") => {
+                    set_crash(&mut options.crash_test, CrashTest::StackOverflow)
+                }
+                ("test", "triple-fault") => {
+                    set_crash(&mut options.crash_test, CrashTest::TripleFault)
+                }
+                ("test", "hang") => set_crash(&mut options.crash_test, CrashTest::Hang),
+                _ => Some(Ignored::Unknown(word)),
+            };
+            if let Some(ignored) = ignored {
+                if let Some(slot) = options.ignored.get_mut(options.ignored_count) {
+                    *slot = Some(ignored);
+                }
+                options.ignored_count += 1;
             }
         }
         options
     }
+}
+
+/// Sets a flag option; nothing is ignored.
+fn set<'a>(flag: &mut bool, value: bool) -> Option<Ignored<'a>> {
+    *flag = value;
+    None
+}
+
+/// Sets the crash test; nothing is ignored.
+fn set_crash<'a>(test: &mut Option<CrashTest>, which: CrashTest) -> Option<Ignored<'a>> {
+    *test = Some(which);
+    None
 }

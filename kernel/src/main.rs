@@ -103,8 +103,26 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
         Some(rsdp) => log::info!("acpi: RSDP at {rsdp:#x} (from the PVH start info)"),
         None => log::info!("acpi: the loader gave no RSDP"),
     }
-    if let Some(word) = options.unknown {
-        log::warn!("command line: ignoring unknown option {word:?}");
+    if boot.cmdline_cut {
+        log::warn!(
+            "command line: longer than {} bytes, the rest is dropped",
+            boot.cmdline().len()
+        );
+    }
+    if boot.cmdline_replaced > 0 {
+        log::warn!(
+            "command line: not UTF-8 (or a character cut at the end): {} bytes read as '?'",
+            boot.cmdline_replaced
+        );
+    }
+    for ignored in options.ignored.iter().flatten() {
+        log::warn!("command line: {ignored}");
+    }
+    if options.ignored_count > options.ignored.len() {
+        log::warn!(
+            "command line: and {} more words ignored",
+            options.ignored_count - options.ignored.len()
+        );
     }
     print_memory_map(boot);
 

@@ -104,6 +104,11 @@ pub struct BootInfo {
     pub regions_dropped: usize,
     cmdline: [u8; MAX_CMDLINE],
     cmdline_len: usize,
+    /// The loader's command line was longer than the kernel's buffer: the rest is lost.
+    pub cmdline_cut: bool,
+    /// Bytes of the command line that were not UTF-8 (or a character cut by the end of
+    /// the buffer), replaced by `?` so that the rest of the line still counts.
+    pub cmdline_replaced: usize,
     /// Physical address of the ACPI RSDP, when the loader knows it.
     pub rsdp: Option<u64>,
 }
@@ -137,6 +142,8 @@ impl BootInfo {
             regions_dropped: 0,
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
+            cmdline_cut: false,
+            cmdline_replaced: 0,
             rsdp: (info.rsdp_paddr != 0).then_some(info.rsdp_paddr),
         };
         // Version 0 of the structure has no memory map; QEMU always sends version 1.
@@ -175,6 +182,10 @@ impl BootInfo {
                 boot.cmdline[boot.cmdline_len] = byte;
                 boot.cmdline_len += 1;
             }
+            // SAFETY: as above; `cmdline_len` bytes were read without meeting the NUL.
+            boot.cmdline_cut = boot.cmdline_len == MAX_CMDLINE - 1
+                && unsafe { cmdline.add(boot.cmdline_len).read() } != 0;
+            boot.cmdline_replaced = replace_non_utf8(&mut boot.cmdline[..boot.cmdline_len]);
         }
         Ok(boot)
     }
@@ -191,9 +202,26 @@ impl BootInfo {
             .filter(|region| region.kind == RegionKind::Ram)
     }
 
-    /// The kernel command line (`-append` in QEMU), or "" when there is none or it
-    /// is not UTF-8.
+    /// The kernel command line (`-append` in QEMU), "" when there is none; bytes that
+    /// were not UTF-8 read as `?` ([`cmdline_replaced`](Self::cmdline_replaced)).
     pub fn cmdline(&self) -> &str {
-        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+        core::str::from_utf8(&self.cmdline[..self.cmdline_len])
+            .expect("the command line was made valid UTF-8 when it was copied")
     }
+}
+
+/// Replaces every byte of `line` that is not part of a valid UTF-8 character by `?`
+/// (a character cut by the end of the line included) and returns how many there were.
+/// Everything valid stays as it was, so one bad byte costs one word, not the line.
+fn replace_non_utf8(line: &mut [u8]) -> usize {
+    let mut replaced = 0;
+    let mut at = 0;
+    while let Err(error) = core::str::from_utf8(&line[at..]) {
+        let bad_start = at + error.valid_up_to();
+        let bad_len = error.error_len().unwrap_or(line.len() - bad_start);
+        line[bad_start..bad_start + bad_len].fill(b'?');
+        replaced += bad_len;
+        at = bad_start + bad_len;
+    }
+    replaced
 }

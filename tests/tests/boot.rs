@@ -137,6 +137,34 @@ fn unknown_command_line_options_are_reported() {
     assert!(result.log_has("ignoring unknown option \"frobnicate=1\""));
 }
 
+/// A command line that is too long, cut inside a character, with unknown and
+/// out-of-range words: everything valid still counts, and every problem is reported.
+#[test]
+fn a_bad_command_line_keeps_its_valid_options_and_reports_every_problem() {
+    let mut config = config();
+    config
+        .append
+        .push_str(" loglevel=debug frobnicate=1 timer_hz=0 stress=999999 pad=");
+    // The kernel keeps 511 bytes: put the first byte of a two-byte character last.
+    let fill = 510 - config.append.len();
+    config.append.push_str(&"x".repeat(fill));
+    config.append.push_str("\u{e9} lost=1");
+    assert_eq!(config.append.as_bytes()[510], 0xc3);
+    let result = assert_boots(&config);
+    for report in [
+        "command line: longer than 511 bytes, the rest is dropped",
+        "command line: not UTF-8 (or a character cut at the end): 1 bytes read as '?'",
+        "ignoring unknown option \"frobnicate=1\"",
+        "ignoring \"timer_hz=0\": out of range (1 to 10000 per second)",
+        "ignoring \"stress=999999\": out of range (0 to 600000 ms)",
+    ] {
+        assert!(result.log_has(report), "the log reports {report:?}");
+    }
+    // `loglevel=debug` after the bad words still took effect.
+    assert!(result.log.contains("[DEBUG]"), "debug messages are shown");
+    assert!(!result.log_has("lost=1"));
+}
+
 fn free_frames_line(log: &str, prefix: &str) -> Option<usize> {
     let line = log.lines().find(|line| line.starts_with(prefix))?;
     line[prefix.len()..].split_whitespace().next()?.parse().ok()
