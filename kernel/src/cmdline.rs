@@ -12,6 +12,7 @@
 //! | `cpucache=NAME,LIMIT,BATCH` | 2.4's slabinfo write: cache NAME's per-CPU array holds LIMIT objects, moved BATCH at a time (up to 4 of these) |
 //! | `stress=MS\|off` | length of the SMP allocator stress on every CPU (default 2000 ms) |
 //! | `bench=hitpath` | after the SMP checks, count the allocator's instructions per alloc+free pair on the BSP (`bench_hitpath.rs`; booted by `scripts/bench hitpath` under `-icount`), then stop |
+//! | `fault=N` | fault injection: the frame allocation N+1 of the stress fails as if memory had run out (the stress must lose nothing) |
 //! | `stress_provoke=on\|off` | the stress's provoking mode: cross-CPU calls from every CPU and timer tick, statistics during retuning, shootdowns under low DMA memory (default off) |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
@@ -114,6 +115,8 @@ pub struct Options<'a> {
     /// and every timer tick, statistics read during retuning, shootdowns from range
     /// deletion in a nearly full DMA zone.
     pub stress_provoke: bool,
+    /// `fault=N`: after N frame allocations of the stress, one fails.
+    pub fault_after: Option<usize>,
     /// The words that were ignored, in order (the first [`MAX_IGNORED`]).
     pub ignored: [Option<Ignored<'a>>; MAX_IGNORED],
     /// How many words were ignored in all.
@@ -135,6 +138,7 @@ impl<'a> Options<'a> {
             stress_ms: 2000,
             bench_hitpath: false,
             stress_provoke: false,
+            fault_after: None,
             ignored: [None; MAX_IGNORED],
             ignored_count: 0,
         };
@@ -183,6 +187,13 @@ impl<'a> Options<'a> {
                     Some(Ignored::OutOfRange(word, "0 to 600000 ms"))
                 }
                 ("bench", "hitpath") => set(&mut options.bench_hitpath, true),
+                ("fault", _) if number.is_some_and(|n| n <= 1 << 32) => {
+                    options.fault_after = number.map(|n| n as usize);
+                    None
+                }
+                ("fault", _) if number.is_some() => {
+                    Some(Ignored::OutOfRange(word, "0 to 4294967296 allocations"))
+                }
                 ("test", "panic") => set_crash(&mut options.crash_test, CrashTest::Panic),
                 ("test", "pagefault") => set_crash(&mut options.crash_test, CrashTest::PageFault),
                 ("test", "stack-overflow") => {

@@ -198,12 +198,32 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
         mm_selftest::run(options.exhaust_memory);
         slab_selftest::run(options.exhaust_memory);
         if options.stress_ms > 0 {
+            let heap = heap::HEAP.get().expect("the heap is up");
+            if let Some(successes) = options.fault_after {
+                println!(
+                    "fault: frame allocation {} of the stress will fail",
+                    successes + 1
+                );
+                heap.fail_frames_after(Some(successes));
+            }
             stress::run(&stress::StressOptions {
                 millis: options.stress_ms,
                 per_cpu: options.per_cpu,
                 tunings: &options.cpu_cache_tunings,
                 provoke: options.stress_provoke,
             });
+            if options.fault_after.is_some() {
+                let fired = !heap.frame_fault_pending();
+                heap.fail_frames_after(None);
+                println!(
+                    "fault: {}",
+                    if fired {
+                        "the injected frame failure happened, and nothing was lost"
+                    } else {
+                        "the stress allocated fewer frames: no failure was injected"
+                    }
+                );
+            }
         }
     }
     print_slabinfo();

@@ -161,6 +161,16 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.pages.lock().put_page(addr)
     }
 
+    /// Fault injection: see [`PageAllocator::fail_frames_after`].
+    pub fn fail_frames_after(&self, successes: Option<usize>) {
+        self.pages.lock().fail_frames_after(successes);
+    }
+
+    /// True while an injected frame failure has not happened yet.
+    pub fn frame_fault_pending(&self) -> bool {
+        self.pages.lock().frame_fault_pending()
+    }
+
     /// A snapshot of a frame's descriptor.
     pub fn frame_info(&self, addr: PhysAddr) -> Result<FrameInfo, FrameError> {
         self.pages.lock().frame_info(addr)

@@ -119,6 +119,17 @@ impl HostedPlatform {
         self.state().fail_after = Some(successes);
     }
 
+    /// Disarms a failure armed by [`fail_map_after`](Self::fail_map_after).
+    pub fn disarm_map_fault(&self) {
+        self.state().fail_after = None;
+    }
+
+    /// True while a failure armed by [`fail_map_after`](Self::fail_map_after) has not
+    /// happened yet.
+    pub fn map_fault_pending(&self) -> bool {
+        self.state().fail_after.is_some()
+    }
+
     /// Forgets every mapping and page table (a fresh machine for a new boot).
     fn reset(&mut self) {
         let state = self

@@ -165,6 +165,21 @@ fn a_bad_command_line_keeps_its_valid_options_and_reports_every_problem() {
     assert!(!result.log_has("lost=1"));
 }
 
+/// `fault=N`: a frame allocation in the middle of the stress fails; the stress sees
+/// out-of-memory errors and still loses nothing (its own check ends the run).
+#[test]
+fn an_injected_frame_failure_during_the_stress_loses_nothing() {
+    let mut config = config();
+    config.append = "stress=300 fault=40".into();
+    let result = assert_boots(&config);
+    assert!(result.log_has("fault: frame allocation 41 of the stress will fail"));
+    assert!(
+        result.log_has("fault: the injected frame failure happened, and nothing was lost"),
+        "the fault fired"
+    );
+    assert!(result.log_has("stress: nothing lost"));
+}
+
 fn free_frames_line(log: &str, prefix: &str) -> Option<usize> {
     let line = log.lines().find(|line| line.starts_with(prefix))?;
     line[prefix.len()..].split_whitespace().next()?.parse().ok()

@@ -85,6 +85,8 @@ pub struct PageAllocator<'m> {
     spans: Spans,
     areas: [FreeArea; 2],
     reserved: usize,
+    /// Fault injection: after this many more successful `alloc_frames`, one fails.
+    fail_after: Option<usize>,
 }
 
 impl core::fmt::Debug for PageAllocator<'_> {
@@ -135,6 +137,7 @@ impl<'m> PageAllocator<'m> {
             spans,
             areas: [FreeArea::new(), FreeArea::new()],
             reserved: 0,
+            fail_after: None,
         };
         for i in 0..this.spans.as_slice().len() {
             let span = this.spans.as_slice()[i];
@@ -181,6 +184,12 @@ impl<'m> PageAllocator<'m> {
         if order > MAX_ORDER {
             return Err(FrameError::InvalidOrder { order });
         }
+        if let Some(left) = self.fail_after {
+            self.fail_after = left.checked_sub(1);
+            if left == 0 {
+                return Err(FrameError::OutOfMemory);
+            }
+        }
         let zones: &[Zone] = match zone {
             Zone::Dma => &[Zone::Dma],
             Zone::Normal => &[Zone::Normal, Zone::Dma],
@@ -191,6 +200,18 @@ impl<'m> PageAllocator<'m> {
             }
         }
         Err(FrameError::OutOfMemory)
+    }
+
+    /// Fault injection (tests, the kernel's `fault=N`): the `successes + 1`-th next
+    /// [`alloc_frames`](Self::alloc_frames) fails with `OutOfMemory`, as if memory had
+    /// run out, and the ones after succeed again. `None` disarms it.
+    pub fn fail_frames_after(&mut self, successes: Option<usize>) {
+        self.fail_after = successes;
+    }
+
+    /// True while an injected failure is armed and has not happened yet.
+    pub fn frame_fault_pending(&self) -> bool {
+        self.fail_after.is_some()
     }
 
     /// Allocates one frame (order 0).

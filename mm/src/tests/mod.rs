@@ -1,6 +1,8 @@
 //! Tests of the whole heap: helpers shared by the unit tests of each module, the
-//! model-based property tests (`model.rs`), and a long random workload (`workload.rs`).
+//! model-based property tests (`model.rs`), a long random workload (`workload.rs`), and
+//! the fault-injection sweeps (`faults.rs`).
 
+mod faults;
 mod model;
 pub(crate) mod workload;
 
