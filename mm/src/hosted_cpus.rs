@@ -22,7 +22,7 @@
 use crate::platform::CpuLocal;
 use crate::sync::InterruptControl;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crossbeam_utils::{Backoff, CachePadded};
 
 /// CPU slots of the host platform.

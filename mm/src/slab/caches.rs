@@ -20,7 +20,7 @@ use crate::platform::{InterruptControl, NoInterrupts, PAGE_SIZE};
 use crate::sync::SpinLock;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::atomic::{AtomicBool, Ordering};
 
 /// The slab layer: see the [module docs](super).
 ///

@@ -14,7 +14,7 @@ use super::cache::{CacheFront, SlabCache};
 use super::caches::SlabCaches;
 use crate::platform::InterruptControl;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use crate::sync::atomic::Ordering;
 
 /// The ends of the chain.
 pub(super) struct Chain<I: InterruptControl, F: CacheFront> {

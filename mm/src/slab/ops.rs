@@ -16,7 +16,7 @@ use super::owner::{LARGE, OwnerTable};
 use super::{SlabBackend, SlabError, SlabFlags};
 use crate::platform::InterruptControl;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use crate::sync::atomic::Ordering;
 
 /// How the slab layer starts.
 #[derive(Clone, Copy, Debug, Default)]

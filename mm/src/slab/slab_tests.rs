@@ -12,7 +12,7 @@ use crate::sync::NoInterrupts;
 use crate::tests::{HostedHeap, snapshot};
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use crate::sync::atomic::Ordering;
 use std::vec::Vec;
 
 /// The slab layer over a hosted heap.
