@@ -21,8 +21,8 @@
 
 use crate::platform::CpuLocal;
 use crate::sync::InterruptControl;
-use core::cell::Cell;
 use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::cell::Cell;
 use crossbeam_utils::{Backoff, CachePadded};
 
 /// CPU slots of the host platform.

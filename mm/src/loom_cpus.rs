@@ -50,7 +50,11 @@ impl LoomCpus {
     /// If `cpu >= LOOM_CPUS`, or with interrupts off.
     pub fn bind(cpu: usize) {
         assert!(cpu < LOOM_CPUS, "no loom CPU {cpu}");
-        assert_eq!(HELD.with(Cell::get).0, 0, "LoomCpus::bind with interrupts off");
+        assert_eq!(
+            HELD.with(Cell::get).0,
+            0,
+            "LoomCpus::bind with interrupts off"
+        );
         BOUND.with(|b| b.set(Some(cpu)));
     }
 

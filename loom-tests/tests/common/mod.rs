@@ -9,13 +9,15 @@
 //! it is held), so it never blocks.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod models;
+
 use loom::sync::Arc;
+use mm::Heap;
 use mm::hosted::{HostedLayout, HostedMachine, HostedPlatform};
 use mm::kmalloc::{Gfp, Kmalloc};
 use mm::loom_cpus::LoomCpus;
 use mm::percpu::{CacheDescriptor, CacheStats};
 use mm::slab::SlabOptions;
-use mm::Heap;
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,7 +65,9 @@ impl World {
         // kept honest by `Drop`: every thread of the model is joined before the world is
         // dropped (`run` drops it at the end of the execution, after the joins).
         let heap = Box::into_raw(Box::new(
-            unsafe { &mut *machine }.boot().expect("boot the model's machine"),
+            unsafe { &mut *machine }
+                .boot()
+                .expect("boot the model's machine"),
         ));
         // SAFETY: as for `machine`.
         let heap_ref: &'static Heap<'static, &'static HostedPlatform> = unsafe { &*heap };
@@ -117,8 +121,11 @@ impl World {
     pub fn kfree(&self, addr: usize) {
         self.taken_back(addr);
         // SAFETY: the model no longer uses the object.
-        unsafe { self.alloc.kfree(core::ptr::with_exposed_provenance_mut(addr)) }
-            .expect("kfree in the model");
+        unsafe {
+            self.alloc
+                .kfree(core::ptr::with_exposed_provenance_mut(addr))
+        }
+        .expect("kfree in the model");
     }
 
     pub fn handed_out(&self, addr: usize) {
@@ -138,13 +145,14 @@ impl World {
     /// Allocates `n` objects of `size` as CPU `cpu` (from the main thread, before the
     /// CPUs start), so that the cache has a slab and `cpu` has its array, then frees
     /// them: a warm start, which keeps slab growth (and its many interleavings) out of
-    /// the models that are not about it.
+    /// the models that are not about it. The main thread is CPU 0 again afterwards.
     pub fn warm(&self, cpu: usize, size: usize, n: usize) {
         LoomCpus::bind(cpu);
         let objects: Vec<usize> = (0..n).map(|_| self.kmalloc(size)).collect();
         for object in objects {
             self.kfree(object);
         }
+        LoomCpus::bind(0);
     }
 
     /// The end of every model: nothing handed out is left, every array is emptied into
@@ -162,7 +170,8 @@ impl World {
             let s = self.stats(size);
             assert_eq!(s.cpu.cached, 0, "{}: cached after drain_all", s.name());
             assert_eq!(
-                s.slab.active_objs, 0,
+                s.slab.active_objs,
+                0,
                 "{}: objects lost (active after everything was freed)",
                 s.name()
             );
@@ -177,6 +186,12 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // A failing execution unwinds through here, maybe from inside a CPU's critical
+        // section or an `on_each_cpu`: dropping the allocator (which drains every CPU)
+        // would panic again and abort the test process. Leak it; the report stands.
+        if std::thread::panicking() {
+            return;
+        }
         // SAFETY: made by `Box::into_raw` in `new`; every thread that borrowed them has
         // been joined (see `new`). Dropped in reverse order of borrowing.
         unsafe {
@@ -205,16 +220,27 @@ pub fn run<F: Fn() + Send + Sync + 'static>(name: &str, preemptions: Option<usiz
     let executions = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&executions);
     let start = Instant::now();
-    builder.check(move || {
-        counter.fetch_add(1, Ordering::Relaxed);
-        f();
-    });
-    println!(
-        "loom model {name}: {} interleavings in {:.1} s (preemption bound {})",
-        executions.load(Ordering::Relaxed),
-        start.elapsed().as_secs_f64(),
-        builder
-            .preemption_bound
-            .map_or_else(|| "none".to_string(), |b| b.to_string()),
-    );
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        builder.check(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            f();
+        });
+    }));
+    let bound = builder
+        .preemption_bound
+        .map_or_else(|| "none".to_string(), |b| b.to_string());
+    let explored = executions.load(Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    match outcome {
+        Ok(()) => println!(
+            "loom model {name}: {explored} interleavings in {seconds:.1} s (preemption bound {bound})"
+        ),
+        Err(report) => {
+            println!(
+                "loom model {name}: failed at interleaving {explored}, after {seconds:.1} s \
+                 (preemption bound {bound})"
+            );
+            std::panic::resume_unwind(report);
+        }
+    }
 }

@@ -18,10 +18,10 @@
 
 use crate::platform::PAGE_SIZE;
 use crate::slab::CacheFront;
-use crate::sync::{NoInterrupts, SpinLock};
-use core::ptr::NonNull;
 use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::cell::RaceCheck;
+use crate::sync::{NoInterrupts, SpinLock};
+use core::ptr::NonNull;
 
 /// CPU slots an array table has (the kernel's `smp::MAX_CPUS`). Under loom, the few CPUs
 /// a model has (`loom_cpus::LOOM_CPUS`), so that every cache does not make 64 of loom's

@@ -72,11 +72,11 @@ use crate::platform::CpuLocal;
 use crate::slab::{
     ObjectInfo, SlabBackend, SlabCache, SlabCaches, SlabError, SlabFlags, SlabOptions, Walk,
 };
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::cell::RaceCheck;
 use array::{Array, ArrayCache, bump};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use crate::sync::cell::RaceCheck;
 
 /// A cache descriptor as the per-CPU layer sees it: a slab cache with its arrays.
 pub type CacheDescriptor<I> = SlabCache<I, CacheArrays>;

@@ -20,8 +20,8 @@ use super::array::CpuCounters;
 use super::{CacheDescriptor, CpuCaches};
 use crate::platform::CpuLocal;
 use crate::slab::{SlabBackend, SlabStats, Walk};
-use core::fmt;
 use crate::sync::atomic::Ordering;
+use core::fmt;
 
 /// One cache's per-CPU figures, summed over the CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

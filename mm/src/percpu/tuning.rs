@@ -12,8 +12,8 @@
 use super::{CacheDescriptor, CpuCaches, MAX_LIMIT};
 use crate::platform::CpuLocal;
 use crate::slab::{SlabBackend, SlabError, Walk};
-use core::ptr::NonNull;
 use crate::sync::atomic::Ordering;
+use core::ptr::NonNull;
 
 impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// Empties this CPU's array of `cache` into the slabs; with `free_array`, frees the

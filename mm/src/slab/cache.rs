@@ -34,9 +34,9 @@ use super::owner::OwnerTable;
 use super::{Constructor, Destructor, SlabError};
 use crate::platform::{InterruptControl, PAGE_SIZE};
 use crate::sync::SpinLock;
+use crate::sync::atomic::{AtomicPtr, Ordering};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use crate::sync::atomic::{AtomicPtr, Ordering};
 
 /// What the layer above keeps in every cache descriptor, made with the cache: the
 /// per-CPU arrays and their parameters (2.4 keeps `cpudata[]` in `kmem_cache_t` too).

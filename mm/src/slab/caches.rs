@@ -18,9 +18,9 @@ use super::stats::SlabStats;
 use super::{Constructor, Destructor, KMALLOC_CLASSES, SlabBackend, SlabError, SlabFlags};
 use crate::platform::{InterruptControl, NoInterrupts, PAGE_SIZE};
 use crate::sync::SpinLock;
+use crate::sync::atomic::{AtomicBool, Ordering};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use crate::sync::atomic::{AtomicBool, Ordering};
 
 /// The slab layer: see the [module docs](super).
 ///

@@ -13,8 +13,8 @@ use super::SlabBackend;
 use super::cache::{CacheFront, SlabCache};
 use super::caches::SlabCaches;
 use crate::platform::InterruptControl;
-use core::ptr::NonNull;
 use crate::sync::atomic::Ordering;
+use core::ptr::NonNull;
 
 /// The ends of the chain.
 pub(super) struct Chain<I: InterruptControl, F: CacheFront> {

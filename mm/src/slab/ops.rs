@@ -15,8 +15,8 @@ use super::descriptor::Slab;
 use super::owner::{LARGE, OwnerTable};
 use super::{SlabBackend, SlabError, SlabFlags};
 use crate::platform::InterruptControl;
-use core::ptr::NonNull;
 use crate::sync::atomic::Ordering;
+use core::ptr::NonNull;
 
 /// How the slab layer starts.
 #[derive(Clone, Copy, Debug, Default)]

@@ -40,8 +40,8 @@
 
 use super::{SlabBackend, SlabError};
 use crate::platform::PAGE_SIZE;
-use core::ptr::NonNull;
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::ptr::NonNull;
 
 /// The `cache` word of the first page of a large kmalloc (not a valid cache address).
 pub const LARGE: *mut u8 = core::ptr::without_provenance_mut(1);

@@ -75,8 +75,8 @@ impl RaceCheck {
                 .unwrap_or("(no message)");
             let last = *self.last_write.lock().unwrap_or_else(|e| e.into_inner());
             panic!(
-                "data race on {}: this {access} is not ordered with its last write \
-                 (\"{last}\") or a concurrent access; loom: {loom_says}",
+                "data race on {}: {access}, not ordered with another access (last write: \
+                 {last}); loom: {loom_says}",
                 self.what
             );
         }
