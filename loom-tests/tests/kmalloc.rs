@@ -9,10 +9,10 @@ use common::{models, run};
 
 #[test]
 fn model8_two_kfrees_of_one_large_block() {
-    run("8 two kfrees of one large block", Some(3), models::model8);
+    run("8 two kfrees of one large block", None, models::model8);
 }
 
 #[test]
 fn model9_two_size_classes_at_once() {
-    run("9 two size classes at once", Some(2), models::model9);
+    run("9 two size classes at once", Some(3), models::model9);
 }

@@ -11,7 +11,7 @@ fn large_claim_check_then_store_is_caught_by_model8() {
     mm::seeded::activate("large_claim_check_then_store");
     common::run(
         "seeded large_claim_check_then_store (8)",
-        Some(3),
+        None,
         common::models::model8,
     );
 }

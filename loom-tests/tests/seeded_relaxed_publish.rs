@@ -14,7 +14,7 @@ fn relaxed_publish_is_caught_by_model5a() {
     mm::seeded::activate("relaxed_publish");
     common::run(
         "seeded relaxed_publish (5a)",
-        Some(3),
+        Some(6),
         common::models::model5_publish,
     );
 }

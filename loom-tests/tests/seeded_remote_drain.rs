@@ -11,7 +11,7 @@ fn remote_drain_is_caught_by_model3a() {
     mm::seeded::activate("remote_drain");
     common::run(
         "seeded remote_drain (3a)",
-        Some(3),
+        Some(6),
         common::models::model3_shrink,
     );
 }

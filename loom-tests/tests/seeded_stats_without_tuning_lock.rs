@@ -11,7 +11,7 @@ fn stats_without_tuning_lock_is_caught_by_model5b() {
     let report = std::panic::catch_unwind(|| {
         common::run(
             "seeded stats_without_tuning_lock (5b)",
-            Some(3),
+            Some(6),
             common::models::model5_stats_vs_tune,
         );
     })

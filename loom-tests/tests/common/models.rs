@@ -177,9 +177,9 @@ pub fn model5_stats_vs_tune() {
 }
 
 /// Model 6: `kfree` racing with `shrink` of the same cache, on the slab path (arrays
-/// off for the cache, so the free reads the owner table without a lock, takes the cache
-/// lock and re-checks the entry, `slab/ops.rs`), while the shrink unlinks and gives back
-/// the slab that the free empties.
+/// off for the cache, so the free reads the owner table without a lock, then takes the
+/// cache lock and re-checks the page's entry under it, `SlabCache::release`), while the
+/// shrink unlinks and gives back the slab that the free empties.
 pub fn model6() {
     let w = World::new(0, 0);
     LoomCpus::bind(1);
