@@ -131,7 +131,11 @@
 //! --target x86_64-unknown-linux-gnu`). `percpu/percpu_tests.rs` runs the per-CPU layer
 //! on host threads standing for CPUs (`hosted_cpus`). `tests/layering.rs` checks that no
 //! module uses a layer above its own. The benchmarks are `benches/range.rs`,
-//! `benches/slab.rs` and `benches/percpu.rs`.
+//! `benches/slab.rs` and `benches/percpu.rs`. Under `--cfg loom` the crate takes its
+//! atomics from loom (`sync::atomic`), shows loom the per-CPU arrays' plain memory
+//! (`sync::cell::RaceCheck`) and runs its CPUs as loom threads (`loom_cpus`):
+//! `loom-tests/` model-checks the cache locking over this very code, and `seeded`
+//! holds the defects those models must catch (`--cfg loom_bugs` only).
 
 #![cfg_attr(not(any(test, feature = "std", loom)), no_std)]
 
