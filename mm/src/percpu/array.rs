@@ -23,10 +23,13 @@ use crate::sync::cell::RaceCheck;
 use crate::sync::{NoInterrupts, SpinLock};
 use core::ptr::NonNull;
 
-/// CPU slots an array table has (the kernel's `smp::MAX_CPUS`). Under loom, the few CPUs
-/// a model has (`loom_cpus::LOOM_CPUS`), so that every cache does not make 64 of loom's
-/// atomics in every explored execution.
-pub const MAX_CPUS: usize = if cfg!(loom) { 4 } else { 64 };
+/// CPU slots an array table has (the kernel's `smp::MAX_CPUS`).
+#[cfg(not(loom))]
+pub const MAX_CPUS: usize = 64;
+/// CPU slots an array table has: under loom, the CPUs a model has, so that every cache
+/// does not make 64 of loom's atomics in every explored execution.
+#[cfg(loom)]
+pub const MAX_CPUS: usize = crate::loom_cpus::LOOM_CPUS;
 
 /// The largest `limit`: an array of that many entries is 8 KiB (`size-16384`).
 pub const MAX_LIMIT: usize = 1000;
@@ -64,8 +67,9 @@ impl CpuCounters {
 #[cfg_attr(not(loom), repr(C, align(64)))]
 #[cfg_attr(loom, repr(C))]
 pub(super) struct ArrayCache {
-    /// Stands for the plain fields below (`limit`, `batchcount`), written when the array
-    /// is made, for loom (see the module docs). Zero-sized in the kernel.
+    /// Stands for the plain fields below (`limit`, `batchcount`, `before_entries`),
+    /// written when the array is made, for loom (see the module docs). Zero-sized in the
+    /// kernel.
     pub(super) init: RaceCheck,
     /// Stands for the entries, for loom. Zero-sized in the kernel.
     pub(super) entries_check: RaceCheck,
