@@ -21,8 +21,8 @@
 
 use crate::platform::CpuLocal;
 use crate::sync::InterruptControl;
+use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crossbeam_utils::{Backoff, CachePadded};
 
 /// CPU slots of the host platform.

@@ -61,7 +61,9 @@
 //!   CPU's guard in turn on a host, see `hosted_cpus`). It also writes slabinfo.
 //! - [`kmalloc`] is the front end: size classes to caches, large blocks, `GlobalAlloc`.
 //! - `hosted` and `hosted_cpus` (feature `std`, and tests) run all of it as an
-//!   ordinary process, threads standing for CPUs.
+//!   ordinary process, threads standing for CPUs; `loom_cpus` (`--cfg loom`) does the
+//!   same with loom's threads, for the models of `loom-tests/`. Every atomic of the crate
+//!   comes from `sync::atomic` (loom's under `--cfg loom`).
 //!
 //! # Lock order
 //!
@@ -130,21 +132,30 @@
 //! --target x86_64-unknown-linux-gnu`). `percpu/percpu_tests.rs` runs the per-CPU layer
 //! on host threads standing for CPUs (`hosted_cpus`). `tests/layering.rs` checks that no
 //! module uses a layer above its own. The benchmarks are `benches/range.rs`,
-//! `benches/slab.rs` and `benches/percpu.rs`.
+//! `benches/slab.rs` and `benches/percpu.rs`. Under `--cfg loom` the crate takes its
+//! atomics from loom (`sync::atomic`), shows loom the per-CPU arrays' plain memory
+//! (`sync::cell::RaceCheck`) and runs its CPUs as loom threads (`loom_cpus`):
+//! `loom-tests/` model-checks the cache locking over this very code, and `seeded`
+//! holds the defects those models must catch (`--cfg loom_bugs` only).
 
-#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![cfg_attr(not(any(test, feature = "std", loom)), no_std)]
 
 pub mod bootstrap;
 pub mod heap;
 #[cfg(any(test, feature = "std"))]
 pub mod hosted;
-#[cfg(any(test, feature = "std"))]
+// Under loom, `loom_cpus` stands for the CPUs instead: `HostCpus` keeps its guards in
+// statics of `core`'s atomics, which loom cannot see.
+#[cfg(all(any(test, feature = "std"), not(loom)))]
 pub mod hosted_cpus;
 pub mod kmalloc;
+#[cfg(loom)]
+pub mod loom_cpus;
 pub mod page;
 pub mod percpu;
 pub mod platform;
 pub mod range;
+pub mod seeded;
 pub mod slab;
 pub mod sync;
 

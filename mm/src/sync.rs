@@ -43,13 +43,12 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::Ordering;
-// Under `--cfg loom` the lock's own atomics are loom's, so that the models in
-// `loom-tests/` explore every interleaving of the locking protocol.
-#[cfg(not(loom))]
-use core::sync::atomic::{AtomicBool, AtomicU64};
-#[cfg(loom)]
-use loom::sync::atomic::{AtomicBool, AtomicU64};
+// Under `--cfg loom` the lock's own atomics are loom's (through the shim), so that the
+// models in `loom-tests/` explore every interleaving of the locking protocol.
+use atomic::{AtomicBool, AtomicU64, Ordering};
+
+pub mod atomic;
+pub mod cell;
 
 /// Re-exported: the lock is generic over the platform's interrupt control.
 pub use crate::platform::{InterruptControl, NoInterrupts};

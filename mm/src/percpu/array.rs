@@ -7,22 +7,37 @@
 //! [module docs](super)). Its counters are atomics written with a plain load and store
 //! (one writer), so that statistics can read them from anywhere; its `entries` are plain
 //! memory.
+//!
+//! Under loom: the header's plain fields (written once, by `ptr::write`, when the array
+//! is made) and the entries are raw memory that loom cannot see, so the header carries
+//! two [`RaceCheck`]s that stand for them: `init` is read by every use of the header,
+//! `entries_check` is read or written by every access to the entries. Both are
+//! zero-sized and free in the kernel. Loom then reports an array used by another thread
+//! without a happens-before edge from its making (a publication too weak), and two
+//! threads touching one array's entries at once (a drain not run as the owning CPU).
 
 use crate::platform::CpuLocal;
 use crate::platform::PAGE_SIZE;
 use crate::slab::CacheFront;
+use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::cell::RaceCheck;
 use crate::sync::{InterruptsOn, NoInterrupts, SpinLock};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// CPU slots an array table has (the kernel's `smp::MAX_CPUS`).
+#[cfg(not(loom))]
 pub const MAX_CPUS: usize = 64;
+/// CPU slots an array table has: under loom, the CPUs a model has, so that every cache
+/// does not make 64 of loom's atomics in every explored execution.
+#[cfg(loom)]
+pub const MAX_CPUS: usize = crate::loom_cpus::LOOM_CPUS;
 
 /// The largest `limit`: an array of that many entries is 8 KiB (`size-16384`).
 pub const MAX_LIMIT: usize = 1000;
 
-/// Bytes before `entries`: the header below, one cache line.
-pub(super) const HEADER: usize = 64;
+/// Bytes before `entries`: the header below, one cache line (larger under loom, whose
+/// atomics are bigger).
+pub(super) const HEADER: usize = core::mem::size_of::<ArrayCache>();
 
 /// The counters of one CPU's array (2.4's `STATS` for SMP).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,8 +63,17 @@ impl CpuCounters {
 
 /// One CPU's array for one cache (2.4's `cpucache_t`), followed in memory by `limit`
 /// entries. Lives in an object of a general cache, aligned to a cache line at least.
-#[repr(C, align(64))]
+/// (Under loom, `repr(C)` alone: no padding may follow `before_entries`, and loom's
+/// atomics make the header longer than a line anyway.)
+#[cfg_attr(not(loom), repr(C, align(64)))]
+#[cfg_attr(loom, repr(C))]
 pub(super) struct ArrayCache {
+    /// Stands for the plain fields below (`limit`, `batchcount`, `before_entries`),
+    /// written when the array is made, for loom (see the module docs). Zero-sized in the
+    /// kernel.
+    pub(super) init: RaceCheck,
+    /// Stands for the entries, for loom. Zero-sized in the kernel.
+    pub(super) entries_check: RaceCheck,
     /// Objects in `entries[0..avail]`, the most recently freed last.
     pub(super) avail: AtomicU32,
     /// Capacity of `entries`.
@@ -69,7 +93,8 @@ pub(super) struct ArrayCache {
     pub(super) before_entries: *mut u8,
 }
 
-const _: () = assert!(core::mem::size_of::<ArrayCache>() == HEADER);
+#[cfg(not(loom))]
+const _: () = assert!(HEADER == 64);
 const _: () = assert!(core::mem::offset_of!(ArrayCache, before_entries) == HEADER - 8);
 
 /// Adds one to a counter that only the owning CPU writes: no atomic add needed.
@@ -87,7 +112,10 @@ impl Array {
     pub(super) fn header(&self) -> &ArrayCache {
         // SAFETY: a live array (its owner holds it); the header is all atomics or
         // immutable after creation.
-        unsafe { self.0.as_ref() }
+        let header = unsafe { self.0.as_ref() };
+        // Every use of the header reads what `make_array` wrote.
+        header.init.read();
+        header
     }
 
     #[inline]
@@ -120,6 +148,7 @@ impl Array {
     /// header's `before_entries`), for the double-free compare of the free hit.
     #[inline]
     pub(super) fn last(&self, avail: usize) -> *mut u8 {
+        self.header().entries_check.read();
         // SAFETY: `avail <= limit`; `entries - 1` is the header's `before_entries`, and
         // `entries[avail - 1]` was written when `avail > 0`; both in the array's object.
         unsafe { *self.entries().wrapping_sub(1).add(avail) }
@@ -131,6 +160,7 @@ impl Array {
     ///
     /// The caller is the owning CPU and `n <= avail`.
     pub(super) unsafe fn slice(&self, n: usize) -> &[*mut u8] {
+        self.header().entries_check.read();
         // SAFETY: entries below `avail` were written (caller), in the array's object.
         unsafe { core::slice::from_raw_parts(self.entries(), n) }
     }
@@ -171,7 +201,11 @@ impl<I: CpuLocal> CacheFront for CacheArrays<I> {
         Self {
             limit: AtomicUsize::new(limit),
             batchcount: AtomicUsize::new(limit.div_ceil(2)),
+            #[cfg(not(loom))]
             arrays: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS],
+            // Loom's atomics cannot be made in `const`.
+            #[cfg(loom)]
+            arrays: core::array::from_fn(|_| AtomicPtr::new(core::ptr::null_mut())),
             tuning: SpinLock::new(()),
             retired: SpinLock::new(CpuCounters::default()),
         }

@@ -78,10 +78,11 @@ use crate::platform::CpuLocal;
 use crate::slab::{
     ObjectInfo, SlabBackend, SlabCache, SlabCaches, SlabError, SlabFlags, SlabOptions, Walk,
 };
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::cell::RaceCheck;
 use array::{Array, ArrayCache, bump};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// A cache descriptor as the per-CPU layer sees it: a slab cache with its arrays.
 pub type CacheDescriptor<I> = SlabCache<I, CacheArrays<I>>;
@@ -237,6 +238,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         }
         avail -= 1;
         array.set_avail(avail);
+        h.entries_check.read();
         // SAFETY: our array, interrupts off; entry `avail` was written by a free or a
         // refill.
         let object = unsafe { *array.entries().add(avail) };
@@ -247,6 +249,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// acquisition of the cache lock (2.4's `kmem_cache_alloc_batch`). Returns how many.
     fn refill(&self, cache: &CacheDescriptor<I>, array: Array) -> usize {
         let batch = array.header().batchcount as usize;
+        array.header().entries_check.write("refilled");
         // SAFETY: our array, interrupts off, empty: nothing else reads or writes its
         // entries while this slice lives; `batchcount <= limit` entries are in the object.
         let entries = unsafe {
@@ -290,6 +293,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
                 let avail = array.avail();
                 if avail < array.header().limit as usize && array.last(avail).addr() != addr {
                     let object = core::ptr::with_exposed_provenance_mut(addr);
+                    array.header().entries_check.write("pushed");
                     // SAFETY: our array, interrupts off, `avail < limit`.
                     unsafe { array.entries().add(avail).write(object) };
                     array.set_avail(avail + 1);
@@ -346,6 +350,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             return Some(Err(error));
         }
         let mut flushed = Ok(());
+        h.entries_check.write("pushed");
         if avail < h.limit as usize {
             bump(&h.free_hit);
         } else {
@@ -402,6 +407,8 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         // aligned to its size (at least 128), ours.
         unsafe {
             object.write(ArrayCache {
+                init: RaceCheck::new("a per-CPU array's header"),
+                entries_check: RaceCheck::new("a per-CPU array's entries"),
                 avail: AtomicU32::new(0),
                 limit: limit as u32,
                 batchcount: batchcount.clamp(1, limit) as u32,
@@ -413,7 +420,14 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
                 before_entries: core::ptr::null_mut(),
             });
         }
-        cache.front.arrays[cpu].store(object.as_ptr(), Ordering::Release);
+        // Release: whoever finds the pointer (this CPU later, statistics on any CPU) sees
+        // the header written above.
+        let publish = if crate::seeded::on("relaxed_publish") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        cache.front.arrays[cpu].store(object.as_ptr(), publish);
         Some(Array(object))
     }
 

@@ -12,8 +12,8 @@
 use super::{CacheDescriptor, CpuCaches, MAX_LIMIT};
 use crate::platform::CpuLocal;
 use crate::slab::{SlabBackend, SlabError, Walk};
+use crate::sync::atomic::Ordering;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
 
 impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// Empties this CPU's array of `cache` into the slabs; with `free_array`, frees the
@@ -26,6 +26,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         if avail > 0 {
             // SAFETY: run as the owning CPU with interrupts off; `avail` entries written.
             let _ = self.slab.free_batch(cache, unsafe { array.slice(avail) });
+            array.header().entries_check.write("emptied by a drain");
             array.set_avail(0);
         }
         if free_array {
@@ -35,6 +36,8 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             let home = self
                 .array_cache_for(limit)
                 .expect("an array was made from this general cache");
+            // Freeing the array writes its memory (for loom: no one may still read it).
+            array.header().init.write("freed");
             let freed = self.slab.free(home, array.0.addr().get());
             debug_assert_eq!(freed, Ok(()), "per-CPU array of {}", cache.name);
         }
@@ -47,6 +50,13 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             return;
         }
         let _tuning = cache.front.tuning.lock();
+        if crate::seeded::on("remote_drain") {
+            // The seeded defect: not as each CPU, whose owner may be using its array.
+            for cpu in 0..I::CPUS {
+                self.drain_here(cache, cpu, free_arrays);
+            }
+            return;
+        }
         I::on_each_cpu(&|cpu| self.drain_here(cache, cpu, free_arrays));
     }
 

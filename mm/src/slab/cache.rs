@@ -34,9 +34,9 @@ use super::owner::OwnerTable;
 use super::{Constructor, Destructor, SlabError};
 use crate::platform::{InterruptControl, PAGE_SIZE};
 use crate::sync::SpinLock;
+use crate::sync::atomic::{AtomicPtr, Ordering};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// What the layer above keeps in every cache descriptor, made with the cache: the
 /// per-CPU arrays and their parameters (2.4 keeps `cpudata[]` in `kmem_cache_t` too).
@@ -486,7 +486,7 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         let Some(entry) = owners.entry(addr) else {
             return Err(invalid(None));
         };
-        let owner = entry.cache.load(core::sync::atomic::Ordering::Acquire);
+        let owner = entry.cache.load(crate::sync::atomic::Ordering::Acquire);
         if owner != self.as_owner() {
             return Err(if owner.is_null() {
                 invalid(None)
@@ -496,7 +496,7 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         }
         // The entry names this cache and we hold its lock: the slab word is stable and
         // names a live slab of this cache (owner-table protocol, see `owner.rs`).
-        let slab = entry.slab.load(core::sync::atomic::Ordering::Relaxed);
+        let slab = entry.slab.load(crate::sync::atomic::Ordering::Relaxed);
         let Some(slab) = NonNull::new(slab) else {
             return Err(invalid(Some(self.name)));
         };
@@ -723,7 +723,7 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
                     let e = owners
                         .entry(base + page * PAGE_SIZE)
                         .expect("slab outside the window");
-                    let order = core::sync::atomic::Ordering::Relaxed;
+                    let order = crate::sync::atomic::Ordering::Relaxed;
                     assert_eq!(e.cache.load(order), self.as_owner(), "{}: owner", self.name);
                     assert_eq!(
                         e.slab.load(order),

@@ -17,10 +17,10 @@ use super::ops::{Core, ObjectInfo, Owner, SlabOptions};
 use super::stats::SlabStats;
 use super::{Constructor, Destructor, KMALLOC_CLASSES, SlabBackend, SlabError, SlabFlags};
 use crate::platform::{InterruptControl, PAGE_SIZE};
+use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{InterruptsOn, SpinLock};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The slab layer: see the [module docs](super).
 ///

@@ -13,8 +13,8 @@ use super::SlabBackend;
 use super::cache::{CacheFront, SlabCache};
 use super::caches::SlabCaches;
 use crate::platform::InterruptControl;
+use crate::sync::atomic::Ordering;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
 
 /// The ends of the chain.
 pub(super) struct Chain<I: InterruptControl, F: CacheFront> {

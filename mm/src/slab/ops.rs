@@ -15,8 +15,8 @@ use super::descriptor::Slab;
 use super::owner::{LARGE, OwnerTable};
 use super::{SlabBackend, SlabError, SlabFlags};
 use crate::platform::InterruptControl;
+use crate::sync::atomic::Ordering;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
 
 /// How the slab layer starts.
 #[derive(Clone, Copy, Debug, Default)]

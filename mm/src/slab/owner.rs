@@ -40,8 +40,8 @@
 
 use super::{SlabBackend, SlabError};
 use crate::platform::PAGE_SIZE;
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The `cache` word of the first page of a large kmalloc (not a valid cache address).
 pub const LARGE: *mut u8 = core::ptr::without_provenance_mut(1);
@@ -74,9 +74,22 @@ impl OwnerTable {
         let (window_start, window_pages) = backend.window();
         let bytes = window_pages * core::mem::size_of::<PageEntry>();
         let table_start = backend.alloc_pages(bytes.div_ceil(PAGE_SIZE), false, true)?;
-        let entries = NonNull::new(backend.pointer_to(table_start))
+        let entries: NonNull<PageEntry> = NonNull::new(backend.pointer_to(table_start))
             .ok_or(SlabError::OutOfMemory)?
             .cast();
+        // Zeroed memory is a table of null atomics for `core`'s atomics, not for loom's
+        // (each is a handle to the model's record of it): make each entry for real.
+        #[cfg(loom)]
+        for page in 0..window_pages {
+            // SAFETY: the table's range holds `window_pages` entries and is ours alone.
+            unsafe {
+                entries.add(page).write(PageEntry {
+                    cache: AtomicPtr::new(core::ptr::null_mut()),
+                    slab: AtomicPtr::new(core::ptr::null_mut()),
+                    first: AtomicUsize::new(0),
+                });
+            }
+        }
         Ok(Self {
             window_start,
             window_pages,
@@ -147,6 +160,15 @@ impl OwnerTable {
         let entry = self
             .entry(addr)
             .filter(|_| addr.is_multiple_of(PAGE_SIZE))?;
+        if crate::seeded::on("large_claim_check_then_store") {
+            // The seeded defect: a check, then a store, where two racing `kfree`s can
+            // both see `LARGE`.
+            if entry.cache.load(Ordering::Acquire) != LARGE {
+                return None;
+            }
+            entry.cache.store(core::ptr::null_mut(), Ordering::Release);
+            return Some(entry.slab.load(Ordering::Relaxed).addr());
+        }
         entry
             .cache
             .compare_exchange(

@@ -9,10 +9,10 @@ use crate::page::DMA_LIMIT;
 use crate::percpu::Cache;
 use crate::platform::{PAGE_SIZE, Platform};
 use crate::sync::NoInterrupts;
+use crate::sync::atomic::Ordering;
 use crate::tests::{HostedHeap, snapshot};
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
 use std::vec::Vec;
 
 /// The slab layer over a hosted heap.
