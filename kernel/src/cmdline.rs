@@ -11,6 +11,8 @@
 //! | `percpu=on\|off` | per-CPU object caches in front of every slab cache (default on) |
 //! | `cpucache=NAME,LIMIT,BATCH` | 2.4's slabinfo write: cache NAME's per-CPU array holds LIMIT objects, moved BATCH at a time (up to 4 of these) |
 //! | `stress=MS\|off` | length of the SMP allocator stress on every CPU (default 2000 ms) |
+//! | `bench=scaling` | after the SMP checks, measure throughput and latency with every CPU allocating at once, mm (per-CPU on, off) and talc (`bench_scaling.rs`; booted by `scripts/bench scaling`), then stop |
+//! | `bench_ms=N` | milliseconds per cell of `bench=scaling` (default 1000) |
 //! | `bench=hitpath` | after the SMP checks, count the allocator's instructions per alloc+free pair on the BSP (`bench_hitpath.rs`; booted by `scripts/bench hitpath` under `-icount`), then stop |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
@@ -77,6 +79,10 @@ pub struct Options<'a> {
     pub stress_ms: u64,
     /// Run the hit-path benchmark after the SMP checks, then stop.
     pub bench_hitpath: bool,
+    /// Run the scaling benchmark after the SMP checks, then stop.
+    pub bench_scaling: bool,
+    /// Milliseconds per cell of the scaling benchmark.
+    pub bench_ms: u64,
     /// The first word that was not understood, if any.
     pub unknown: Option<&'a str>,
 }
@@ -95,6 +101,8 @@ impl<'a> Options<'a> {
             cpu_cache_tunings: [None; MAX_TUNINGS],
             stress_ms: 2000,
             bench_hitpath: false,
+            bench_scaling: false,
+            bench_ms: 1000,
             unknown: None,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -128,6 +136,14 @@ impl<'a> Options<'a> {
                     options.stress_ms = ms.parse().unwrap_or(0);
                 }
                 ("bench", "hitpath") => options.bench_hitpath = true,
+                ("bench", "scaling") => options.bench_scaling = true,
+                ("bench_ms", ms)
+                    if ms
+                        .parse::<u64>()
+                        .is_ok_and(|ms| (1..=600_000).contains(&ms)) =>
+                {
+                    options.bench_ms = ms.parse().unwrap_or(1000);
+                }
                 ("test", "panic") => options.crash_test = Some(CrashTest::Panic),
                 ("test", "pagefault") => options.crash_test = Some(CrashTest::PageFault),
                 ("test", "stack-overflow") => options.crash_test = Some(CrashTest::StackOverflow),
