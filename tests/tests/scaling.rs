@@ -40,7 +40,10 @@ fn bench_scaling_prints_a_line_per_cell_and_stops_with_success() {
                     .split_ascii_whitespace()
                     .find_map(|word| word.strip_prefix(&format!("{key}=")))
                     .unwrap_or_else(|| panic!("{line}: no {key}="));
-                assert!(value.parse::<f64>().is_ok(), "{line}: {key} is not a number");
+                assert!(
+                    value.parse::<f64>().is_ok(),
+                    "{line}: {key} is not a number"
+                );
             }
         }
     }
