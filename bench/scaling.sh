@@ -14,18 +14,22 @@
 #            workload, target/bench/scaling/{kernel,hosted}-WORKLOAD.svg.
 #
 # Usage: scripts/bench scaling [--quick] [--save] [--kernel-only] [--hosted-only]
-#                              [--ms N] [--cpus LIST]
+#                              [--ms N] [--cpus LIST] [--icount]
 #   --quick     100 ms per cell instead of 1000 (the whole run in well under 3 minutes
 #               on 2 cores, once built)
 #   --save      also copy the CSV, the plots, the logs and a line on the machine to
 #               bench/results/DATE/ (the dated results the README shows)
 #   --ms N      milliseconds per cell (a cell also runs a timed pass of N/4 first)
 #   --cpus L    CPU (and thread) counts, comma-separated (default 1,2,4,8)
+#   --icount    boot the kernel with -icount shift=0 -accel tcg,thread=single: the TSC
+#               then counts guest instructions, so the latency and interrupts-off
+#               figures are instruction counts (the vCPUs take turns on one host
+#               thread: the throughput no longer says anything about parallelism)
 # CPU counts above the host's cores are labelled oversubscribed (*).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ms=1000 save=0 kernel=1 hosted=1 cpus=1,2,4,8
+ms=1000 save=0 kernel=1 hosted=1 cpus=1,2,4,8 accel=(-accel tcg,thread=multi)
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --quick) ms=100 ;;
@@ -34,7 +38,8 @@ while [ "$#" -gt 0 ]; do
         --hosted-only) kernel=0 ;;
         --ms) ms=${2:?--ms needs a number}; shift ;;
         --cpus) cpus=${2:?--cpus needs a list}; shift ;;
-        *) echo "usage: scripts/bench scaling [--quick] [--save] [--kernel-only] [--hosted-only] [--ms N] [--cpus LIST]" >&2
+        --icount) accel=(-accel tcg,thread=single -icount shift=0) ;;
+        *) echo "usage: scripts/bench scaling [--quick] [--save] [--kernel-only] [--hosted-only] [--ms N] [--cpus LIST] [--icount]" >&2
            exit 64 ;;
     esac
     shift
@@ -75,7 +80,7 @@ if [ "$kernel" -eq 1 ]; then
     # vCPU is a host thread, and with more vCPUs than cores they time-share.
     for n in ${cpus//,/ }; do
         log=$out/kernel-smp$n.log
-        say "kernel: booting -smp $n under TCG (log: $log)"
+        say "kernel: booting -smp $n under TCG, ${accel[*]} (log: $log)"
         status=0
         # Time-out: 12 cells of 1.25 x ms, with slack for boots on an oversubscribed host.
         limit=$(( 120 + 12 * ms * 5 / 4 / 1000 * 4 ))
@@ -83,7 +88,7 @@ if [ "$kernel" -eq 1 ]; then
             -kernel "$target/x86_64-unknown-none/release/kernel" \
             -display none -serial stdio -monitor none -no-reboot \
             -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-            -accel tcg,thread=multi \
+            "${accel[@]}" \
             -append "bench=scaling bench_ms=$ms loglevel=warn" 2>&1 |
             tr -d '\r' | tee "$log" | progress || status=${PIPESTATUS[0]}
         # isa-debug-exit: (0x10 << 1) | 1 = 33 is the kernel's success.
@@ -107,7 +112,7 @@ cores=$(nproc)
 "$target/release/scaling" report --out "$out" --cores "$cores" "${logs[@]}" | tee "$out/table.txt"
 machine="$(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $cores cores, \
 $(qemu-system-x86_64 --version | head -1), load average before the run: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg), \
-$ms ms per cell"
+$ms ms per cell, kernel under ${accel[*]}"
 echo "$machine" >"$out/machine.txt"
 say "machine: $machine"
 say "done in $((SECONDS - started)) s"

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `loglevel=error\|warn\|info\|debug\|trace` | how much the log says (default `info`) |
 //! | `mmtest=exhaust` | the memory self-tests allocate until all RAM is used (slow on big guests) |
-//! | `mmtest=off` | skip the memory and slab self-tests and the stress (the SMP matrix under slow nested KVM) |
+//! | `mmtest=off` | skip the memory and slab self-tests and the stress (the KVM SMP matrix: kvm_pvm emulates ring 0, so they are slow there) |
 //! | `slab_debug=on` | red zones and poisoning in every cache (the global debug switch) |
 //! | `percpu=on\|off` | per-CPU object caches in front of every slab cache (default on) |
 //! | `cpucache=NAME,LIMIT,BATCH` | 2.4's slabinfo write: cache NAME's per-CPU array holds LIMIT objects, moved BATCH at a time (up to 4 of these) |

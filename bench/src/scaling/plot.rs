@@ -43,7 +43,8 @@ pub fn throughput(data: &Data, side: &str, workload: &str, path: &Path) -> Resul
         .map(|(_, y)| y)
         .filter(|&y| y > 0.0)
         .collect();
-    let low = all.iter().copied().fold(f64::INFINITY, f64::min).min(1.0) / 2.0;
+    // Room below the lowest line for the legend (lower right).
+    let low = all.iter().copied().fold(f64::INFINITY, f64::min).min(1.0) / 8.0;
     let high = all.iter().copied().fold(0.0, f64::max).max(1.0) * 2.0;
     let most = *cpus.last().unwrap_or(&1) as f64;
 
@@ -64,23 +65,7 @@ pub fn throughput(data: &Data, side: &str, workload: &str, path: &Path) -> Resul
         .y_label_area_size(64)
         .build_cartesian_2d((0.9f64..most * 1.1).log_scale(), (low..high).log_scale())
         .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc(format!(
-            "CPUs (shaded: more than the host's {} cores, oversubscribed)",
-            data.cores
-        ))
-        .y_desc("million alloc+free operations per second")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| {
-            if *y >= 1.0 {
-                format!("{y:.0}")
-            } else {
-                format!("{y:.2}")
-            }
-        })
-        .draw()
-        .map_err(draw_error)?;
+    // The shade first, so that the grid stays visible over it.
     if most > data.cores as f64 {
         let shade = RGBColor(0xee, 0xee, 0xee).filled();
         chart
@@ -90,6 +75,33 @@ pub fn throughput(data: &Data, side: &str, workload: &str, path: &Path) -> Resul
             )))
             .map_err(draw_error)?;
     }
+    chart
+        .configure_mesh()
+        .x_desc(format!(
+            "CPUs (shaded: more than the host's {} cores, oversubscribed)",
+            data.cores
+        ))
+        .y_desc("million alloc+free operations per second")
+        .light_line_style(TRANSPARENT)
+        .y_labels(16)
+        // Label the CPU counts measured (powers of two), not every integer.
+        .x_label_formatter(&|x| {
+            let n = x.round() as u64;
+            if n.is_power_of_two() && (x - n as f64).abs() < 1e-6 {
+                n.to_string()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| {
+            if *y >= 1.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y:.2}")
+            }
+        })
+        .draw()
+        .map_err(draw_error)?;
     for (i, alloc) in allocators.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let width = if alloc == "mm" { 3 } else { 2 };
