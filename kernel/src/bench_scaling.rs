@@ -618,13 +618,14 @@ fn cell<A: Allocator, T: Allocator>(
     println!(
         "scaling: cpus={} alloc={name} workload={} ops={} ms={} ops_per_s={:.0} \
          cycles_per_op={:.1} alloc_p99={alloc_p99} alloc_max={alloc_max} \
-         free_p99={free_p99} free_max={free_max} irqoff_max={off}",
+         free_p99={free_p99} free_max={free_max} irqoff_max={off} timed_ops={}",
         percpu::cpu_count(),
         workload.name(),
         figures.operations,
         figures.elapsed * 1000 / tsc_hz().max(1),
         per_second,
         figures.cycles as f64 / figures.operations.max(1) as f64,
+        latency.operations,
     );
 }
 

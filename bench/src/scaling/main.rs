@@ -70,11 +70,12 @@ fn run_allocator<A: GlobalAlloc + Sync + ?Sized>(
         println!(
             "scaling: side=hosted cpus={n} alloc={name} workload={workload} ops={} ms={} \
              ops_per_s={:.0} cycles_per_op={:.1} alloc_p99={alloc_p99} alloc_max={alloc_max} \
-             free_p99={free_p99} free_max={free_max}",
+             free_p99={free_p99} free_max={free_max} timed_ops={}",
             figures.operations,
             figures.elapsed * 1000 / tsc_hz.max(1),
             figures.operations as f64 * tsc_hz as f64 / figures.elapsed.max(1) as f64,
             figures.cycles as f64 / figures.operations.max(1) as f64,
+            latency.operations,
         );
         let _ = std::io::stdout().flush();
     }
