@@ -30,6 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ms=1000 save=0 kernel=1 hosted=1 cpus=1,2,4,8 accel=(-accel tcg,thread=multi)
+label="QEMU, multi-threaded TCG: a vCPU is a host thread"
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --quick) ms=100 ;;
@@ -38,7 +39,8 @@ while [ "$#" -gt 0 ]; do
         --hosted-only) kernel=0 ;;
         --ms) ms=${2:?--ms needs a number}; shift ;;
         --cpus) cpus=${2:?--cpus needs a list}; shift ;;
-        --icount) accel=(-accel tcg,thread=single -icount shift=0) ;;
+        --icount) accel=(-accel tcg,thread=single -icount shift=0)
+                  label="QEMU -icount: cycles are instructions, vCPUs take turns" ;;
         *) echo "usage: scripts/bench scaling [--quick] [--save] [--kernel-only] [--hosted-only] [--ms N] [--cpus LIST] [--icount]" >&2
            exit 64 ;;
     esac
@@ -109,7 +111,7 @@ if [ "$hosted" -eq 1 ]; then
 fi
 
 cores=$(nproc)
-"$target/release/scaling" report --out "$out" --cores "$cores" "${logs[@]}" | tee "$out/table.txt"
+"$target/release/scaling" report --out "$out" --cores "$cores" --kernel-label "$label" "${logs[@]}" | tee "$out/table.txt"
 machine="$(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $cores cores, \
 $(qemu-system-x86_64 --version | head -1), load average before the run: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg), \
 $ms ms per cell, kernel under ${accel[*]}"
@@ -120,6 +122,6 @@ say "done in $((SECONDS - started)) s"
 if [ "$save" -eq 1 ]; then
     dest=bench/results/$(date -u +%Y-%m-%d)
     mkdir -p "$dest"
-    cp "$out"/scaling.csv "$out"/*.svg "$out"/table.txt "$out"/machine.txt "$dest"/
+    cp "$out"/scaling.csv "$out"/*.svg "$out"/*.log "$out"/table.txt "$out"/machine.txt "$dest"/
     say "saved to $dest"
 fi

@@ -62,7 +62,10 @@ use crate::println;
 const SMALL: usize = 64;
 /// Objects per round of `rounds`.
 const ROUND: usize = 1024;
-/// Slots of a `prodcons` ring (a power of two).
+/// Slots of a `prodcons` ring (a power of two). Many, because under TCG on a busy
+/// host the consumer's vCPU thread may not run for a whole host time slice: with 256
+/// slots the producer spent most of such a slice waiting for room, and the figure
+/// measured the host's scheduler.
 const RING: usize = 4096;
 /// Live-object slots per CPU in `random`.
 const RANDOM_SLOTS: usize = 256;

@@ -7,7 +7,7 @@
 //!   is a timed pass of `ms / 4` (every operation timed: p99 and max) and then a
 //!   throughput pass of `ms`; it prints one line, in the format of the kernel's
 //!   `bench=scaling`, with `side=hosted`.
-//! - `scaling report --out DIR [--cores N] FILE...`: reads the cell lines of kernel logs
+//! - `scaling report --out DIR [--cores N] [--kernel-label TEXT] FILE...`: reads the cell lines of kernel logs
 //!   and hosted runs, prints the tables (throughput, speed-up over 1 CPU, scaling
 //!   efficiency T(n) / (n T(1)), mm's ratio to each peer, latency), and writes
 //!   `DIR/scaling.csv` and an SVG per side and workload (`report.rs`, `plot.rs`).
@@ -43,7 +43,7 @@ const ALLOCATORS: [&str; 7] = [
 
 const USAGE: &str = "\
 usage: scaling run [--threads 1,2,4,8] [--ms N] [--alloc NAME,...]
-       scaling report --out DIR [--cores N] FILE...
+       scaling report --out DIR [--cores N] [--kernel-label TEXT] FILE...
 allocators: mm, mm-nopercpu, glibc, mimalloc, jemalloc, talc, linked_list_allocator";
 
 fn list(value: &str) -> Vec<String> {

@@ -50,16 +50,9 @@ pub fn throughput(data: &Data, side: &str, workload: &str, path: &Path) -> Resul
 
     let root = SVGBackend::new(path, (800, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_error)?;
-    let title = format!(
-        "{workload}: {}",
-        if side == "kernel" {
-            "in the kernel, QEMU TCG"
-        } else {
-            "hosted threads"
-        }
-    );
+    let title = format!("{workload}: {}", data.side_title(side));
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(64)

@@ -71,6 +71,8 @@ pub fn read(files: &[PathBuf]) -> Result<Vec<Cell>, String> {
 pub struct Data {
     pub cells: Vec<Cell>,
     pub cores: usize,
+    /// How the kernel was run, for the titles.
+    pub kernel_label: String,
 }
 
 impl Data {
@@ -135,11 +137,11 @@ impl Data {
         }
     }
 
-    pub fn side_title(side: &str) -> &'static str {
+    pub fn side_title(&self, side: &str) -> String {
         if side == "kernel" {
-            "kernel (QEMU, multi-threaded TCG: a vCPU is a host thread)"
+            format!("kernel ({})", self.kernel_label)
         } else {
-            "hosted (threads pinned to cores)"
+            "hosted (threads pinned to cores)".into()
         }
     }
 }
@@ -163,7 +165,7 @@ pub fn tables(data: &Data) -> String {
             let _ = writeln!(
                 out,
                 "\n== {}, {workload}: Mops/s (all CPUs), speed-up T(n)/T(1), efficiency T(n)/(n T(1)); {star}",
-                Data::side_title(&side)
+                data.side_title(&side)
             );
             let mut header = format!("{:<24}", "allocator");
             for &n in &cpus {
@@ -218,7 +220,7 @@ pub fn tables(data: &Data) -> String {
         let _ = writeln!(
             out,
             "\n== {}: latency, TSC cycles (p99 / max of one alloc, of one free{})",
-            Data::side_title(&side),
+            data.side_title(&side),
             if side == "kernel" {
                 "; longest interrupts-off stretch of the allocator"
             } else {
@@ -297,15 +299,19 @@ pub fn csv(data: &Data) -> String {
     out
 }
 
-/// `scaling report --out DIR [--cores N] FILE...`
+/// `scaling report --out DIR [--cores N] [--kernel-label TEXT] FILE...`
 pub fn main(args: &[String]) -> Result<(), String> {
     let mut out = None;
     let mut cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut kernel_label = String::from("QEMU, multi-threaded TCG: a vCPU is a host thread");
     let mut files = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--out" => out = Some(PathBuf::from(args.next().ok_or("--out needs a folder")?)),
+            "--kernel-label" => {
+                kernel_label = args.next().ok_or("--kernel-label needs a text")?.clone();
+            }
             "--cores" => {
                 cores = args
                     .next()
@@ -319,6 +325,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let data = Data {
         cells: read(&files)?,
         cores,
+        kernel_label,
     };
     if data.cells.is_empty() {
         return Err("no cell lines (scaling: cpus=...) in the files given".into());
@@ -361,7 +368,11 @@ mod tests {
         .iter()
         .filter_map(|l| parse(l))
         .collect();
-        let data = Data { cells, cores: 2 };
+        let data = Data {
+            cells,
+            cores: 2,
+            kernel_label: String::new(),
+        };
         let two = data.get("kernel", "pairs", "mm", 2).expect("parsed");
         assert_eq!(data.speedup(two), Some(1.8));
         let talc = data.get("kernel", "pairs", "talc", 2).expect("parsed");
