@@ -18,10 +18,16 @@ use std::alloc::GlobalAlloc;
 /// 64 MiB of fake RAM and as big a window: far more than either workload holds.
 const FRAMES: u64 = 16 * 1024;
 
+/// Makes the calling thread stand for mm's host CPU `cpu` (for the other allocators it
+/// changes nothing).
+pub fn bind(cpu: usize) {
+    HostCpus::bind(cpu);
+}
+
 /// mm's slab allocator over a fresh hosted heap, debug checks off, with its per-CPU
 /// caches on or off. The calling thread stands for host CPU 0.
 pub fn allocator(per_cpu: bool) -> &'static (impl GlobalAlloc + Sync) {
-    HostCpus::bind(0);
+    bind(0);
     let machine = Box::leak(Box::new(HostedMachine::new(HostedLayout::flat(
         FRAMES,
         FRAMES as usize,

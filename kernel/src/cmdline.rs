@@ -6,11 +6,13 @@
 //! |---|---|
 //! | `loglevel=error\|warn\|info\|debug\|trace` | how much the log says (default `info`) |
 //! | `mmtest=exhaust` | the memory self-tests allocate until all RAM is used (slow on big guests) |
-//! | `mmtest=off` | skip the memory and slab self-tests and the stress (the SMP matrix under slow nested KVM) |
+//! | `mmtest=off` | skip the memory and slab self-tests and the stress (the KVM SMP matrix: kvm_pvm emulates ring 0, so they are slow there) |
 //! | `slab_debug=on` | red zones and poisoning in every cache (the global debug switch) |
 //! | `percpu=on\|off` | per-CPU object caches in front of every slab cache (default on) |
 //! | `cpucache=NAME,LIMIT,BATCH` | 2.4's slabinfo write: cache NAME's per-CPU array holds LIMIT objects, moved BATCH at a time (up to 4 of these) |
 //! | `stress=MS\|off` | length of the SMP allocator stress on every CPU (default 2000 ms) |
+//! | `bench=scaling` | after the SMP checks, measure throughput and latency with every CPU allocating at once, mm (per-CPU on, off) and talc (`bench_scaling.rs`; booted by `scripts/bench scaling`), then stop |
+//! | `bench_ms=N` | milliseconds per cell of `bench=scaling` (default 1000) |
 //! | `bench=hitpath` | after the SMP checks, count the allocator's instructions per alloc+free pair on the BSP (`bench_hitpath.rs`; booted by `scripts/bench hitpath` under `-icount`), then stop |
 //! | `fault=N` | fault injection: the frame allocation N+1 of the stress fails as if memory had run out (the stress must lose nothing) |
 //! | `stress_provoke=on\|off` | the stress's provoking mode: cross-CPU calls from every CPU and timer tick, statistics during retuning, shootdowns under low DMA memory (default off) |
@@ -121,6 +123,10 @@ pub struct Options<'a> {
     pub ignored: [Option<Ignored<'a>>; MAX_IGNORED],
     /// How many words were ignored in all.
     pub ignored_count: usize,
+    /// Run the scaling benchmark after the SMP checks, then stop.
+    pub bench_scaling: bool,
+    /// Milliseconds per cell of the scaling benchmark.
+    pub bench_ms: u64,
 }
 
 impl<'a> Options<'a> {
@@ -141,6 +147,8 @@ impl<'a> Options<'a> {
             fault_after: None,
             ignored: [None; MAX_IGNORED],
             ignored_count: 0,
+            bench_scaling: false,
+            bench_ms: 1000,
         };
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -187,6 +195,14 @@ impl<'a> Options<'a> {
                     Some(Ignored::OutOfRange(word, "0 to 600000 ms"))
                 }
                 ("bench", "hitpath") => set(&mut options.bench_hitpath, true),
+                ("bench", "scaling") => set(&mut options.bench_scaling, true),
+                ("bench_ms", _) if number.is_some_and(|ms| (1..=600_000).contains(&ms)) => {
+                    options.bench_ms = number.unwrap_or(1000);
+                    None
+                }
+                ("bench_ms", _) if number.is_some() => {
+                    Some(Ignored::OutOfRange(word, "1 to 600000 ms"))
+                }
                 ("fault", _) if number.is_some_and(|n| n <= 1 << 32) => {
                     options.fault_after = number.map(|n| n as usize);
                     None

@@ -18,6 +18,8 @@ mod allocator;
 #[cfg(target_os = "none")]
 mod bench_hitpath;
 #[cfg(target_os = "none")]
+mod bench_scaling;
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod cmdline;
@@ -190,6 +192,10 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     smp_boot::run_checks();
     if options.bench_hitpath {
         bench_hitpath::run();
+        qemu::exit(ExitCode::Success);
+    }
+    if options.bench_scaling {
+        bench_scaling::run(options.bench_ms);
         qemu::exit(ExitCode::Success);
     }
     if options.skip_memory_tests {

@@ -80,6 +80,47 @@ pub fn kvm_usable() -> bool {
         .is_ok()
 }
 
+/// Whether the host CPU has hardware virtualization (`vmx` or `svm` among the flags of
+/// /proc/cpuinfo).
+fn cpu_has_virtualization() -> bool {
+    fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|line| line.starts_with("flags"))
+            .flat_map(str::split_ascii_whitespace)
+            .any(|flag| flag == "vmx" || flag == "svm")
+    })
+}
+
+/// The accelerator to use when none is asked for, and why, in a few words.
+///
+/// KVM only where it runs the guest's ring 0 natively: /dev/kvm usable, `vmx` or `svm`
+/// in /proc/cpuinfo, and no `kvm_pvm` module. `kvm_pvm` (the /dev/kvm of the machines
+/// this project is developed on) is a software virtualizer that emulates every ring-0
+/// guest instruction (about 0.5-1 us each): our kernel runs in ring 0, so it is about
+/// 10x slower there than under TCG, and its timings mean nothing.
+pub fn default_accel() -> (Accel, &'static str) {
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        (
+            Accel::Tcg,
+            "/dev/kvm is kvm_pvm, which emulates ring 0 (~10x slower than TCG); --kvm forces it",
+        )
+    } else if !cpu_has_virtualization() {
+        (
+            Accel::Tcg,
+            "no vmx/svm in /proc/cpuinfo: KVM could not run ring 0 natively",
+        )
+    } else if !Path::new("/dev/kvm").exists() {
+        (Accel::Tcg, "no /dev/kvm")
+    } else if !kvm_usable() {
+        (Accel::Tcg, "/dev/kvm is not usable by this user")
+    } else {
+        (
+            Accel::Kvm,
+            "hardware virtualization (vmx/svm) and /dev/kvm usable",
+        )
+    }
+}
+
 /// Cargo profile of the kernel build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
@@ -144,7 +185,7 @@ pub struct QemuConfig {
     /// `-m` argument, e.g. "128M" or "8G".
     pub mem: String,
     pub machine: Machine,
-    /// `None`: KVM when usable, TCG otherwise.
+    /// `None`: the [`default_accel`] (KVM only where it runs ring 0 natively).
     pub accel: Option<Accel>,
     /// The kernel command line (`-append`).
     pub append: String,
@@ -172,8 +213,7 @@ impl QemuConfig {
 
     /// The accelerator this configuration will use.
     pub fn resolved_accel(&self) -> Accel {
-        self.accel
-            .unwrap_or(if kvm_usable() { Accel::Kvm } else { Accel::Tcg })
+        self.accel.unwrap_or_else(|| default_accel().0)
     }
 
     /// The full QEMU argument list.
@@ -199,9 +239,9 @@ impl QemuConfig {
             "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
         ];
         match self.resolved_accel() {
-            // The host's CPU model, less IA32_ARCH_CAPABILITIES: nested KVM set-ups
-            // (like the machines this project is tested on) refuse to let QEMU set
-            // that MSR and QEMU aborts at start.
+            // The host's CPU model, less IA32_ARCH_CAPABILITIES: some KVM set-ups
+            // (kvm_pvm, on the machines this project is tested on, among them) refuse
+            // to let QEMU set that MSR and QEMU aborts at start.
             Accel::Kvm => {
                 args.extend(["-accel", "kvm", "-cpu", "host,-arch-capabilities"].map(String::from))
             }

@@ -57,8 +57,8 @@ fn boots_with_8_gib_and_maps_ram_above_4_gib() {
         let mut config = config();
         config.mem = "8G".into();
         config.machine = machine;
-        // TCG: first touches of guest memory (8 GiB of page descriptors to set up)
-        // are far slower under the nested KVM of the machines this runs on.
+        // TCG: setting up 8 GiB of page descriptors is ring-0 work, which the kvm_pvm
+        // of the machines this runs on emulates instruction by instruction.
         config.accel = Some(Accel::Tcg);
         let result = assert_boots(&config);
         assert!(
@@ -116,8 +116,8 @@ fn a_triple_fault_is_told_apart_from_a_reported_failure() {
 fn a_kernel_that_never_reports_times_out() {
     let mut config = config();
     config.append.push_str(" test=hang");
-    // One CPU under TCG boots in well under a second; KVM start-up alone can take
-    // seconds on nested hosts, so it is not used here.
+    // One CPU under TCG boots in well under a second; under kvm_pvm (emulated ring 0)
+    // the boot alone takes seconds, so it is not used here.
     config.smp = 1;
     config.accel = Some(Accel::Tcg);
     config.timeout = Duration::from_secs(15);

@@ -13,8 +13,9 @@ fn check_all_cpus_work(smp: u32, machine: Machine, accel: Accel) {
     config.machine = machine;
     config.accel = Some(accel);
     if accel == Accel::Kvm {
-        // The memory self-tests take about a minute under the nested KVM of the
-        // machines this runs on (see common::config); this matrix is about CPUs.
+        // The memory self-tests take about a minute under the kvm_pvm of the machines
+        // this runs on, which emulates ring 0 (see common::config); this matrix is
+        // about CPUs.
         config.append.push_str(" mmtest=off");
     }
     let result = assert_boots(&config);

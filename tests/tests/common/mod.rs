@@ -25,10 +25,10 @@ pub fn kernel() -> PathBuf {
         .clone()
 }
 
-/// A TCG configuration with a 100 ms allocator stress and a generous time-out: with many CPUs on a 2-core host,
-/// TCG is oversubscribed. TCG, not KVM, unless a test asks: on the nested KVM of the
-/// machines this runs on, each page mapped costs milliseconds (page-table writes
-/// trap), which makes the memory self-tests ~100x slower than under TCG.
+/// A TCG configuration with a 100 ms allocator stress and a generous time-out: with many
+/// CPUs on a 2-core host, TCG is oversubscribed. TCG, not KVM, unless a test asks: the
+/// /dev/kvm of the machines this runs on is `kvm_pvm`, which emulates every ring-0
+/// instruction, and the whole kernel runs in ring 0 (about 10x slower than TCG).
 pub fn config() -> QemuConfig {
     let mut config = QemuConfig::new(kernel());
     config.accel = Some(kernel_tests::Accel::Tcg);
