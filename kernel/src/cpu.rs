@@ -105,3 +105,9 @@ unsafe impl CpuLocal for Cli {
         smp::ipi::on_each_cpu(&|| f(smp::percpu::current_cpu()));
     }
 }
+
+/// A spinlock for kernel data that interrupt handlers also touch: `mm`'s lock, taken
+/// with interrupts off through [`Cli`]. One kind of interrupt-safe lock in the whole
+/// kernel, the allocator's: while it spins it answers TLB shootdowns (`Cli::relax`),
+/// and it counts as a critical section for the cross-CPU call rules of `smp::ipi`.
+pub type IrqLock<T> = mm::sync::SpinLock<T, Cli>;

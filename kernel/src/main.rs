@@ -186,6 +186,9 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     } else {
         boot.rsdp
     };
+    // The loads that work in timer interrupts; each does nothing until it runs.
+    smp_boot::add_timer_hook(stress::timer_tick);
+    smp_boot::add_timer_hook(provoke::timer_tick);
     // SAFETY: once, on the BSP, interrupts off, page tables (with the APIC and
     // trampoline pages) and IDT live; `paging.pml4` is the live PML4.
     unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz) };

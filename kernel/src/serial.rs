@@ -12,7 +12,7 @@
 
 use core::fmt::{self, Write};
 
-use smp::irq_lock::IrqSpinlock;
+use crate::cpu::IrqLock;
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550Tty};
 
@@ -20,7 +20,7 @@ use uart_16550::{Config, Uart16550Tty};
 const COM1: u16 = 0x3f8;
 
 /// Interrupt handlers may log, so the port is taken with interrupts off.
-static SERIAL: IrqSpinlock<Option<Uart16550Tty<PioBackend>>> = IrqSpinlock::new(None);
+static SERIAL: IrqLock<Option<Uart16550Tty<PioBackend>>> = IrqLock::new(None);
 
 /// Programs COM1 (115200 8N1) and installs the kernel's logger.
 pub fn init(level: log::LevelFilter) {

@@ -14,7 +14,7 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use smp::irq_lock::IrqSpinlock;
+use crate::cpu::IrqLock;
 use smp::lapic::{ApicMode, LocalApic};
 use smp::percpu::{self, current_cpu, this_cpu};
 use smp::trampoline::{self, ApStart, StartResult, TRAMPOLINE_PHYS};
@@ -44,7 +44,7 @@ static AP_TABLES: [CpuTables; MAX_CPUS] = [const { CpuTables::new() }; MAX_CPUS]
 static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
 
 /// The boot check of the interrupt-safe lock: every CPU adds one.
-static SHARED_COUNTER: IrqSpinlock<u64> = IrqSpinlock::new(0);
+static SHARED_COUNTER: IrqLock<u64> = IrqLock::new(0);
 
 /// `CROSS_CALLS[s * MAX_CPUS + t]`: times CPU `t` ran a function sent by CPU `s`.
 static CROSS_CALLS: [AtomicU64; MAX_CPUS * MAX_CPUS] =
@@ -322,13 +322,42 @@ pub fn run_on_every_cpu(work: &(dyn Fn(usize) + Sync)) {
     JOB.store(core::ptr::null_mut(), Ordering::Release);
 }
 
+/// Work every CPU's timer interrupt runs, registered by the loads that need it (the
+/// stress and its provoking mode) with [`add_timer_hook`]: the timer handler names no
+/// load, so this module does not depend on them.
+static TIMER_HOOKS: [AtomicPtr<()>; 4] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 4];
+
+/// Makes every CPU's timer interrupt call `hook` from now on (after its EOI, with
+/// interrupts off). Hooks are never removed: a load's hook does nothing when the load
+/// is not running.
+pub fn add_timer_hook(hook: fn()) {
+    let hook = hook as *mut ();
+    let added = TIMER_HOOKS.iter().any(|slot| {
+        slot.compare_exchange(
+            core::ptr::null_mut(),
+            hook,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    });
+    assert!(added, "more than {} timer hooks", TIMER_HOOKS.len());
+}
+
 fn timer_interrupt(_frame: &mut TrapFrame) {
     this_cpu().timer_ticks.fetch_add(1, Ordering::Relaxed);
-    crate::stress::timer_tick();
-    // EOI before a provoking call: the call waits for other CPUs, and this CPU's next
-    // tick must not be held up behind it longer than the call takes.
+    // EOI before the hooks: a provoking hook makes a cross-CPU call that waits for other
+    // CPUs, and this CPU's next tick must not be held up behind it longer than that.
     percpu::with_local_apic(LocalApic::end_of_interrupt);
-    crate::provoke::timer_tick();
+    for slot in &TIMER_HOOKS {
+        let hook = slot.load(Ordering::Acquire);
+        if !hook.is_null() {
+            // SAFETY: non-null slots hold only `fn()` pointers, stored by
+            // `add_timer_hook` as `*mut ()`: the same pointer, back to its type.
+            let hook = unsafe { core::mem::transmute::<*mut (), fn()>(hook) };
+            hook();
+        }
+    }
 }
 
 fn call_function_interrupt(_frame: &mut TrapFrame) {

@@ -31,11 +31,11 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::cpu::IrqLock;
 use crossbeam_utils::CachePadded;
 use mm::kmalloc::Gfp;
 use mm::percpu::Cache;
 use mm::slab::{SlabError, SlabFlags};
-use smp::irq_lock::IrqSpinlock;
 use smp::{MAX_CPUS, percpu, timer};
 
 use crate::allocator::{Backend, slab};
@@ -200,7 +200,7 @@ struct Shared<'a> {
     /// What the control CPU detunes and restores: name, limit, batchcount.
     tunings: [(&'static str, usize, usize); TUNED_BY_CONTROL],
 
-    queues: Vec<IrqSpinlock<Queue>>,
+    queues: Vec<IrqLock<Queue>>,
     counts: Vec<CachePadded<CpuCounts>>,
     deadline: u64,
     cpus: usize,
@@ -214,8 +214,8 @@ struct Shared<'a> {
 static TIMER_LOAD: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// The objects the timer interrupt keeps alive, per CPU: touched only by that CPU,
 /// in its timer interrupt or with interrupts off.
-static TIMER_OBJECTS: [IrqSpinlock<[Option<Object>; TIMER_SLOTS]>; MAX_CPUS] =
-    [const { IrqSpinlock::new([None; TIMER_SLOTS]) }; MAX_CPUS];
+static TIMER_OBJECTS: [IrqLock<[Option<Object>; TIMER_SLOTS]>; MAX_CPUS] =
+    [const { IrqLock::new([None; TIMER_SLOTS]) }; MAX_CPUS];
 /// Timer-interrupt allocations and frees, per CPU.
 static TIMER_OPERATIONS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static TIMER_SERIAL: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -539,7 +539,7 @@ pub fn run(options: &StressOptions<'_>) {
         tunings,
         queues: (0..cpus)
             .map(|_| {
-                IrqSpinlock::new(Queue {
+                IrqLock::new(Queue {
                     objects: [None; QUEUE_SLOTS],
                     len: 0,
                 })

@@ -10,7 +10,7 @@
 //!
 //! 1. **Answering a TLB shootdown is safe in any spin**: it reloads CR3 and records a
 //!    generation; it takes no lock and runs no other code. So *every* spin-wait answers
-//!    shootdowns: lock spins (`mm`'s `Cli::relax`, [`crate::irq_lock`]), the waits of a
+//!    shootdowns: lock spins (`mm`'s `SpinLock` through the kernel's `Cli::relax`), the waits of a
 //!    call (slot and completion) and the wait of a shootdown. A CPU that shoots down
 //!    while holding a lock with interrupts off (`del_range` under the range lock) is
 //!    then never stuck on a CPU that spins with interrupts off.

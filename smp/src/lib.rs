@@ -12,7 +12,6 @@
 //! * [`ipi`]: `on_each_cpu` / `on_cpu`, Linux 2.4's `smp_call_function`, and the rules
 //!   that keep cross-CPU calls and shootdowns free of deadlock.
 //! * [`tlb`]: TLB shootdowns, so that an unmapped heap page is forgotten everywhere.
-//! * [`irq_lock`]: a spinlock whose guard keeps local interrupts off.
 //!
 //! The kernel wires these together (`kernel/src/smp_boot.rs`): it owns the page
 //! tables, the IDT, the stacks and the GDTs, and hands this crate what it needs.
@@ -24,7 +23,6 @@
 #[cfg(not(loom))]
 pub mod ipi;
 #[cfg(not(loom))]
-pub mod irq_lock;
 #[cfg(not(loom))]
 pub mod lapic;
 #[cfg(not(loom))]
