@@ -35,21 +35,23 @@ static GUARDS: [CachePadded<AtomicBool>; HOST_CPUS] =
 /// The next slot for a thread that did not choose one.
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
-/// What a thread holds: how many `disable`s it has not restored yet, and (when that is
-/// not 0) the slot whose guard it holds, the slot it stands for or, inside
-/// `on_each_cpu`, acts as. One word, read and written whole: every operation of the
-/// per-CPU layer reads it two or three times.
+/// What a thread stands for and holds: how many `disable`s it has not restored yet, and
+/// its slot: the one it stands for ([`UNBOUND`] before the first use), or inside
+/// `on_each_cpu` the one it acts as. With a depth above 0 it holds that slot's guard.
+/// One word, read and written whole: every operation of the per-CPU layer reads it two
+/// or three times.
 #[derive(Clone, Copy)]
 struct Held {
     depth: u32,
     slot: u32,
 }
 
+/// The slot of a thread that has not used the per-CPU layer yet.
+const UNBOUND: u32 = u32::MAX;
+
 std::thread_local! {
-    /// The slot this thread stands for, once chosen.
-    static BOUND: Cell<Option<usize>> = const { Cell::new(None) };
     /// See [`Held`].
-    static HELD: Cell<Held> = const { Cell::new(Held { depth: 0, slot: 0 }) };
+    static HELD: Cell<Held> = const { Cell::new(Held { depth: 0, slot: UNBOUND }) };
 }
 
 /// CPUs made of host threads: see the [module docs](self).
@@ -66,22 +68,29 @@ impl HostCpus {
     pub fn bind(cpu: usize) {
         assert!(cpu < HOST_CPUS, "no host CPU {cpu}");
         assert_eq!(HELD.get().depth, 0, "HostCpus::bind with interrupts off");
-        BOUND.set(Some(cpu));
+        HELD.set(Held {
+            depth: 0,
+            slot: cpu as u32,
+        });
     }
 
-    /// The slot this thread stands for (chosen round-robin on first use).
+    /// The slot of `held` (chosen round-robin on first use).
     #[inline]
-    fn bound_slot() -> usize {
-        match BOUND.get() {
-            Some(cpu) => cpu,
-            None => Self::choose_slot(),
+    fn slot_of(held: Held) -> usize {
+        if held.slot == UNBOUND {
+            Self::choose_slot()
+        } else {
+            held.slot as usize
         }
     }
 
     #[cold]
     fn choose_slot() -> usize {
         let cpu = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % HOST_CPUS;
-        BOUND.set(Some(cpu));
+        HELD.set(Held {
+            depth: 0,
+            slot: cpu as u32,
+        });
         cpu
     }
 
@@ -125,7 +134,7 @@ unsafe impl InterruptControl for HostCpus {
     fn disable() {
         let held = HELD.get();
         if held.depth == 0 {
-            let slot = Self::bound_slot();
+            let slot = Self::slot_of(held);
             Self::take_guard(slot);
             HELD.set(Held {
                 depth: 1,
@@ -169,12 +178,7 @@ unsafe impl CpuLocal for HostCpus {
 
     #[inline]
     fn current_cpu() -> usize {
-        let held = HELD.get();
-        if held.depth > 0 {
-            held.slot as usize
-        } else {
-            Self::bound_slot()
-        }
+        Self::slot_of(HELD.get())
     }
 
     fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
@@ -183,6 +187,7 @@ unsafe impl CpuLocal for HostCpus {
             0,
             "on_each_cpu with interrupts off: it would wait for this CPU's own guard"
         );
+        let own = HELD.get();
         for cpu in 0..HOST_CPUS {
             Self::take_guard(cpu);
             HELD.set(Held {
@@ -190,7 +195,7 @@ unsafe impl CpuLocal for HostCpus {
                 slot: cpu as u32,
             });
             f(cpu);
-            HELD.set(Held { depth: 0, slot: 0 });
+            HELD.set(own);
             Self::release_guard(cpu);
         }
     }
