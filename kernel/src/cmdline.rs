@@ -11,7 +11,8 @@
 //! | `percpu=on\|off` | per-CPU object caches in front of every slab cache (default on) |
 //! | `cpucache=NAME,LIMIT,BATCH` | 2.4's slabinfo write: cache NAME's per-CPU array holds LIMIT objects, moved BATCH at a time (up to 4 of these) |
 //! | `stress=MS\|off` | length of the SMP allocator stress on every CPU (default 2000 ms) |
-//! | `stress_provoke=on\|off` | the stress's provoking mode: cross-CPU calls from every CPU and timer tick, statistics during retuning, shootdowns under low DMA memory (default off) |
+//! | `stress_provoke=on\|d1\|d2\|d3\|off` | the stress's provoking mode (`provoke.rs`): cross-CPU calls from every CPU and timer tick, statistics during retuning, shootdowns under low DMA memory; `d1`..`d3` only the parts that provoke one deadlock of issue 11 (default off) |
+//! | `ap_timeout_us=N` | how long the BSP waits for each AP to report online (default 5 s); tiny values make APs start after their time-out |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
@@ -75,10 +76,11 @@ pub struct Options<'a> {
     pub cpu_cache_tunings: [Option<CpuCacheTuning<'a>>; MAX_TUNINGS],
     /// How long the SMP stress runs, in milliseconds (0: not at all).
     pub stress_ms: u64,
-    /// The stress's provoking mode (`stress_provoke=on`): cross-CPU calls from every CPU
-    /// and every timer tick, statistics read during retuning, shootdowns from range
-    /// deletion in a nearly full DMA zone.
-    pub stress_provoke: bool,
+    /// The stress's provoking mode (`stress_provoke=on|d1|d2|d3`, see `provoke.rs`): a
+    /// bitmask of its parts, 0 when off.
+    pub stress_provoke: u32,
+    /// How long the BSP waits for each AP to come online, in microseconds.
+    pub ap_timeout_us: Option<u64>,
     /// The first word that was not understood, if any.
     pub unknown: Option<&'a str>,
 }
@@ -96,7 +98,8 @@ impl<'a> Options<'a> {
             per_cpu: true,
             cpu_cache_tunings: [None; MAX_TUNINGS],
             stress_ms: 2000,
-            stress_provoke: false,
+            stress_provoke: 0,
+            ap_timeout_us: None,
             unknown: None,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -126,8 +129,13 @@ impl<'a> Options<'a> {
                     }
                 }
                 ("stress", "off") => options.stress_ms = 0,
-                ("stress_provoke", "on") => options.stress_provoke = true,
-                ("stress_provoke", "off") => options.stress_provoke = false,
+                ("stress_provoke", "off") => options.stress_provoke = 0,
+                ("stress_provoke", parts) if crate::provoke::parts(parts).is_some() => {
+                    options.stress_provoke = crate::provoke::parts(parts).unwrap_or(0);
+                }
+                ("ap_timeout_us", us) if us.parse::<u64>().is_ok_and(|us| us > 0) => {
+                    options.ap_timeout_us = us.parse().ok();
+                }
                 ("stress", ms) if ms.parse::<u64>().is_ok_and(|ms| ms <= 600_000) => {
                     options.stress_ms = ms.parse().unwrap_or(0);
                 }

@@ -166,7 +166,7 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     };
     // SAFETY: once, on the BSP, interrupts off, page tables (with the APIC and
     // trampoline pages) and IDT live; `paging.pml4` is the live PML4.
-    unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz) };
+    unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz, options.ap_timeout_us) };
     smp_boot::run_checks();
     if options.skip_memory_tests {
         println!("kernel: memory self-tests skipped (mmtest=off)");
