@@ -61,8 +61,11 @@ pub fn parts(value: &str) -> Option<u32> {
 /// The parts running now (0 while the provoking load does not run).
 static ON: AtomicU32 = AtomicU32::new(0);
 
+/// Timer handlers between their look at `ON` and the end of their call.
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+
 fn running(part: u32) -> bool {
-    ON.load(Ordering::Acquire) & part != 0
+    ON.load(Ordering::SeqCst) & part != 0
 }
 
 /// Per CPU: calls made from the load, from the timer handler, and function runs.
@@ -128,10 +131,14 @@ fn free_frame(frame: u64) -> u64 {
     next
 }
 
-/// Stops it (no new timer call starts after this, on any CPU whose tick sees it) and
-/// gives the DMA frames back.
+/// Stops it, waits for the timer calls in flight, and gives the DMA frames back.
 pub fn stop() {
-    ON.store(0, Ordering::Release);
+    ON.store(0, Ordering::SeqCst);
+    // A timer call that started before is still running on some CPU: wait for it (this
+    // CPU has interrupts on, and serves it).
+    while IN_FLIGHT.load(Ordering::SeqCst) != 0 {
+        core::hint::spin_loop();
+    }
     ipi::POST_WINDOW_US.store(0, Ordering::Relaxed);
     let mut head = BALLAST.swap(u64::MAX, Ordering::Relaxed);
     while head != u64::MAX {
@@ -141,6 +148,14 @@ pub fn stop() {
 
 /// The timer-handler part: a call to every CPU from interrupt context.
 pub fn timer_tick() {
+    // Counted in flight before the check, so that `stop` can wait for every call that
+    // saw the load running (the report counts the functions they ran).
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    timer_call();
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn timer_call() {
     if !running(TIMER_CALLS_PART) {
         return;
     }
