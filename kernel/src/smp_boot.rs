@@ -405,7 +405,12 @@ pub fn run_checks() {
             assert_eq!(calls, 1, "CPU {target} ran CPU {sender}'s call once");
         }
     }
-    let last = percpu::cpu_count() - 1;
+    // The last CPU that came online (an AP that missed its start-up time-out parks,
+    // and a call to it would wait forever).
+    let last = (0..percpu::cpu_count())
+        .rev()
+        .find(|&cpu| is_online(cpu))
+        .expect("the BSP is online");
     let ran_on = AtomicUsize::new(usize::MAX);
     ipi::on_cpu(last, &|| ran_on.store(current_cpu(), Ordering::Relaxed));
     assert_eq!(

@@ -544,7 +544,11 @@ pub fn run(options: &StressOptions<'_>) {
         counts: (0..cpus).map(|_| CachePadded::default()).collect(),
         deadline: 0,
         cpus,
-        control_cpu: cpus - 1,
+        // The last online CPU (an AP that missed its start-up time-out never runs).
+        control_cpu: (0..cpus)
+            .rev()
+            .find(|&cpu| percpu::cpu(cpu).online.load(Ordering::Acquire))
+            .expect("the BSP is online"),
         per_cpu: options.per_cpu,
         provoke: options.provoke,
     };
@@ -555,7 +559,7 @@ pub fn run(options: &StressOptions<'_>) {
          objects handed between CPUs, timer-interrupt allocations, shrink/reap/drain/tune on CPU {}",
         if options.per_cpu { "on" } else { "off" },
         STRESS_CACHES.len(),
-        cpus - 1
+        shared.control_cpu
     );
     shared.deadline = timer::deadline_after_us(millis * 1000);
     let started = timer::rdtsc();

@@ -238,10 +238,13 @@ pub fn on_each_cpu(function: &(dyn Fn() + Sync)) {
     BOARD.call(&Hardware, online_mask(), function, true);
 }
 
-/// Runs `function` on CPU `target` (in its interrupt context, or directly when it is
-/// the caller) and returns when it has run. Rule 3, as [`on_each_cpu`].
+/// Runs `function` on the online CPU `target` (in its interrupt context, or directly
+/// when it is the caller) and returns when it has run. Rule 3, as [`on_each_cpu`].
 pub fn on_cpu(target: usize, function: &(dyn Fn() + Sync)) {
-    assert!(target < percpu::cpu_count(), "no CPU {target}");
+    assert!(
+        target < percpu::cpu_count() && percpu::cpu(target).online.load(Ordering::Acquire),
+        "on_cpu: CPU {target} is not online (it would never run the call)"
+    );
     if target == current_cpu() {
         debug_assert!(percpu::may_serve_calls(), "on_cpu: see rule 3 in ipi.rs");
         Hardware.run_call(function);
