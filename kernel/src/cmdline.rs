@@ -15,7 +15,8 @@
 //! | `bench_ms=N` | milliseconds per cell of `bench=scaling` (default 1000) |
 //! | `bench=hitpath` | after the SMP checks, count the allocator's instructions per alloc+free pair on the BSP (`bench_hitpath.rs`; booted by `scripts/bench hitpath` under `-icount`), then stop |
 //! | `fault=N` | fault injection: the frame allocation N+1 of the stress fails as if memory had run out (the stress must lose nothing) |
-//! | `stress_provoke=on\|off` | the stress's provoking mode: cross-CPU calls from every CPU and timer tick, statistics during retuning, shootdowns under low DMA memory (default off) |
+//! | `stress_provoke=on\|d1\|d2\|d3\|off` | the stress's provoking mode (`provoke.rs`): cross-CPU calls from every CPU and timer tick, statistics during retuning, shootdowns under low DMA memory; `d1`..`d3` only the parts that provoke one deadlock of issue 11 (default off) |
+//! | `ap_timeout_us=N` | how long the BSP waits for each AP to report online (default 5 s); tiny values make APs start after their time-out |
 //! | `acpi=scan` | ignore the loader's RSDP and find it by scanning the BIOS areas |
 //! | `timer_hz=N` | local APIC timer interrupts per second on each CPU (default 100) |
 //! | `test=panic` | panic on purpose after boot (the panic path must fail the run) |
@@ -113,10 +114,11 @@ pub struct Options<'a> {
     pub stress_ms: u64,
     /// Run the hit-path benchmark after the SMP checks, then stop.
     pub bench_hitpath: bool,
-    /// The stress's provoking mode (`stress_provoke=on`): cross-CPU calls from every CPU
-    /// and every timer tick, statistics read during retuning, shootdowns from range
-    /// deletion in a nearly full DMA zone.
-    pub stress_provoke: bool,
+    /// The stress's provoking mode (`stress_provoke=on|d1|d2|d3`, see `provoke.rs`): a
+    /// bitmask of its parts, 0 when off.
+    pub stress_provoke: u32,
+    /// How long the BSP waits for each AP to come online, in microseconds.
+    pub ap_timeout_us: Option<u64>,
     /// `fault=N`: after N frame allocations of the stress, one fails.
     pub fault_after: Option<usize>,
     /// The words that were ignored, in order (the first [`MAX_IGNORED`]).
@@ -143,7 +145,8 @@ impl<'a> Options<'a> {
             cpu_cache_tunings: [None; MAX_TUNINGS],
             stress_ms: 2000,
             bench_hitpath: false,
-            stress_provoke: false,
+            stress_provoke: 0,
+            ap_timeout_us: None,
             fault_after: None,
             ignored: [None; MAX_IGNORED],
             ignored_count: 0,
@@ -185,8 +188,21 @@ impl<'a> Options<'a> {
                     options.stress_ms = 0;
                     None
                 }
-                ("stress_provoke", "on") => set(&mut options.stress_provoke, true),
-                ("stress_provoke", "off") => set(&mut options.stress_provoke, false),
+                ("stress_provoke", "off") => {
+                    options.stress_provoke = 0;
+                    None
+                }
+                ("stress_provoke", parts) if crate::provoke::parts(parts).is_some() => {
+                    options.stress_provoke = crate::provoke::parts(parts).unwrap_or(0);
+                    None
+                }
+                ("ap_timeout_us", _) if number.is_some_and(|us| us > 0) => {
+                    options.ap_timeout_us = number;
+                    None
+                }
+                ("ap_timeout_us", _) if number.is_some() => {
+                    Some(Ignored::OutOfRange(word, "at least 1 us"))
+                }
                 ("stress", _) if number.is_some_and(|ms| ms <= 600_000) => {
                     options.stress_ms = number.unwrap_or(0);
                     None

@@ -191,7 +191,7 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     smp_boot::add_timer_hook(provoke::timer_tick);
     // SAFETY: once, on the BSP, interrupts off, page tables (with the APIC and
     // trampoline pages) and IDT live; `paging.pml4` is the live PML4.
-    unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz) };
+    unsafe { smp_boot::start_all_cpus(rsdp, paging.pml4, options.timer_hz, options.ap_timeout_us) };
     smp_boot::run_checks();
     if options.bench_hitpath {
         bench_hitpath::run();

@@ -15,12 +15,18 @@
 //! * CPUs `2 mod 3` read every cache's statistics (the chain and tuning locks, with
 //!   interrupts on: rule 4) while the control CPU retunes and drains (deadlock 3's).
 //!
+//! `stress_provoke=on` runs all of it; `d1` only the timer-handler calls and the range
+//! deletions (deadlock 1), `d2` the calls from the load and from handlers with the
+//! window between filling a mailbox slot and announcing it widened to
+//! [`POST_WINDOW_US`] (deadlock 2), `d3` only the statistics walks (deadlock 3). The
+//! window is widened in `on` too.
+//!
 //! A stall is reported by the protocol's own stall reporter (`ipi.rs`), which prints the
 //! wait graph and fails the run. What this module checks: that every call made ran on
 //! every online CPU (the count of function runs is exactly calls x CPUs), and that the
 //! ranges touched hold what was written.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use mm::{PhysAddr, RangeFlags, Zone};
 use smp::{MAX_CPUS, ipi, percpu};
@@ -31,8 +37,36 @@ use crate::memory::PHYS_OFFSET;
 /// Mapped ranges each range-deleting CPU keeps alive.
 pub const LIVE_RANGES: usize = 4;
 
-/// On while the provoking load runs.
-static ON: AtomicBool = AtomicBool::new(false);
+/// Parts of the provoking load (a bitmask).
+pub const LOAD_CALLS_PART: u32 = 1;
+pub const TIMER_CALLS_PART: u32 = 2;
+pub const RANGES_PART: u32 = 4;
+pub const STATS_PART: u32 = 8;
+pub const WINDOW_PART: u32 = 16;
+
+/// The window between filling a mailbox slot and announcing it, with [`WINDOW_PART`].
+pub const POST_WINDOW_US: u64 = 20;
+
+/// The parts named by a `stress_provoke=` value.
+pub fn parts(value: &str) -> Option<u32> {
+    match value {
+        "on" => Some(LOAD_CALLS_PART | TIMER_CALLS_PART | RANGES_PART | STATS_PART | WINDOW_PART),
+        "d1" => Some(TIMER_CALLS_PART | RANGES_PART),
+        "d2" => Some(LOAD_CALLS_PART | TIMER_CALLS_PART | WINDOW_PART),
+        "d3" => Some(STATS_PART),
+        _ => None,
+    }
+}
+
+/// The parts running now (0 while the provoking load does not run).
+static ON: AtomicU32 = AtomicU32::new(0);
+
+/// Timer handlers between their look at `ON` and the end of their call.
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+
+fn running(part: u32) -> bool {
+    ON.load(Ordering::SeqCst) & part != 0
+}
 
 /// Per CPU: calls made from the load, from the timer handler, and function runs.
 static LOAD_CALLS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -57,9 +91,19 @@ const DMA_LEFT: usize = 160;
 /// addresses; `u64::MAX` ends the chain).
 static BALLAST: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Starts the provoking load (before the CPUs start the stress): takes all but
-/// [`DMA_LEFT`] frames of the DMA zone.
-pub fn start() {
+/// Starts the provoking `parts` (before the CPUs start the stress); with
+/// [`RANGES_PART`], takes all but [`DMA_LEFT`] frames of the DMA zone.
+pub fn start(parts: u32) {
+    if parts & WINDOW_PART != 0 {
+        ipi::POST_WINDOW_US.store(POST_WINDOW_US, Ordering::Relaxed);
+    }
+    if parts & RANGES_PART != 0 {
+        hold_dma_ballast();
+    }
+    ON.store(parts, Ordering::Release);
+}
+
+fn hold_dma_ballast() {
     let heap = HEAP.get().expect("the heap is up");
     let mut head = u64::MAX;
     let mut held = 0usize;
@@ -74,7 +118,6 @@ pub fn start() {
         head = free_frame(head);
     }
     BALLAST.store(head, Ordering::Relaxed);
-    ON.store(true, Ordering::Release);
 }
 
 /// Gives back the frame at the head of a ballast chain; returns the next one.
@@ -88,10 +131,15 @@ fn free_frame(frame: u64) -> u64 {
     next
 }
 
-/// Stops it (no new timer call starts after this, on any CPU whose tick sees it) and
-/// gives the DMA frames back.
+/// Stops it, waits for the timer calls in flight, and gives the DMA frames back.
 pub fn stop() {
-    ON.store(false, Ordering::Release);
+    ON.store(0, Ordering::SeqCst);
+    // A timer call that started before is still running on some CPU: wait for it (this
+    // CPU has interrupts on, and serves it).
+    while IN_FLIGHT.load(Ordering::SeqCst) != 0 {
+        core::hint::spin_loop();
+    }
+    ipi::POST_WINDOW_US.store(0, Ordering::Relaxed);
     let mut head = BALLAST.swap(u64::MAX, Ordering::Relaxed);
     while head != u64::MAX {
         head = free_frame(head);
@@ -100,7 +148,15 @@ pub fn stop() {
 
 /// The timer-handler part: a call to every CPU from interrupt context.
 pub fn timer_tick() {
-    if !ON.load(Ordering::Acquire) {
+    // Counted in flight before the check, so that `stop` can wait for every call that
+    // saw the load running (the report counts the functions they ran).
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    timer_call();
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn timer_call() {
+    if !running(TIMER_CALLS_PART) {
         return;
     }
     // Every few ticks per CPU, staggered, so that calls from handlers cross each other
@@ -136,20 +192,22 @@ impl Load {
     pub fn step(&mut self, random: u64) {
         let cpu = self.cpu;
         self.round += 1;
-        LOAD_CALLS[cpu].fetch_add(1, Ordering::Relaxed);
-        ipi::on_each_cpu(&count_run);
-        let cpus = percpu::cpu_count();
-        if self.round.is_multiple_of(4) && cpus > 1 {
-            let target = (random >> 8) as usize % cpus;
-            if percpu::cpu(target).online.load(Ordering::Acquire) {
-                SINGLE_CALLS[cpu].fetch_add(1, Ordering::Relaxed);
-                ipi::on_cpu(target, &count_run);
+        if running(LOAD_CALLS_PART) {
+            LOAD_CALLS[cpu].fetch_add(1, Ordering::Relaxed);
+            ipi::on_each_cpu(&count_run);
+            let cpus = percpu::cpu_count();
+            if self.round.is_multiple_of(4) && cpus > 1 {
+                let target = (random >> 8) as usize % cpus;
+                if percpu::cpu(target).online.load(Ordering::Acquire) {
+                    SINGLE_CALLS[cpu].fetch_add(1, Ordering::Relaxed);
+                    ipi::on_cpu(target, &count_run);
+                }
             }
         }
-        if cpu % 2 == 1 {
+        if running(RANGES_PART) && cpu % 2 == 1 {
             self.churn_range(random);
         }
-        if cpu % 3 == 2 {
+        if running(STATS_PART) && cpu % 3 == 2 {
             let mut caches = 0u64;
             crate::allocator::slab()
                 .caches()

@@ -79,8 +79,15 @@ fn xapic_virt_base() -> u64 {
 ///
 /// Once, on the BSP, with interrupts off, after the page tables (with the APIC
 /// page and the trampoline page mapped) and the IDT are live; `pml4` is the
-/// physical address of the kernel's PML4.
-pub unsafe fn start_all_cpus(rsdp: Option<u64>, pml4: u64, timer_hz: u32) {
+/// physical address of the kernel's PML4. `ap_timeout_us` overrides how long to wait
+/// for each AP.
+pub unsafe fn start_all_cpus(
+    rsdp: Option<u64>,
+    pml4: u64,
+    timer_hz: u32,
+    ap_timeout_us: Option<u64>,
+) {
+    let ap_timeout_us = ap_timeout_us.unwrap_or(AP_START_TIMEOUT_US);
     interrupts::set_handler(vectors::TIMER, timer_interrupt);
     interrupts::set_handler(vectors::CALL_FUNCTION, call_function_interrupt);
     interrupts::set_handler(vectors::TLB_SHOOTDOWN, tlb_shootdown_interrupt);
@@ -176,7 +183,7 @@ pub unsafe fn start_all_cpus(rsdp: Option<u64>, pml4: u64, timer_hz: u32) {
                 entry.apic_id,
                 start,
                 online,
-                AP_START_TIMEOUT_US,
+                ap_timeout_us,
             )
         });
         match result {
@@ -188,9 +195,8 @@ pub unsafe fn start_all_cpus(rsdp: Option<u64>, pml4: u64, timer_hz: u32) {
             StartResult::TimedOut => {
                 APS_FAILED.fetch_add(1, Ordering::Relaxed);
                 println!(
-                    "cpu {index}: APIC ID {}: did not start within {} ms, continuing without it",
-                    entry.apic_id,
-                    AP_START_TIMEOUT_US / 1000
+                    "cpu {index}: APIC ID {}: did not start within {} us, continuing without it",
+                    entry.apic_id, ap_timeout_us
                 );
             }
         }
@@ -428,7 +434,12 @@ pub fn run_checks() {
             assert_eq!(calls, 1, "CPU {target} ran CPU {sender}'s call once");
         }
     }
-    let last = percpu::cpu_count() - 1;
+    // The last CPU that came online (an AP that missed its start-up time-out parks,
+    // and a call to it would wait forever).
+    let last = (0..percpu::cpu_count())
+        .rev()
+        .find(|&cpu| is_online(cpu))
+        .expect("the BSP is online");
     let ran_on = AtomicUsize::new(usize::MAX);
     ipi::on_cpu(last, &|| ran_on.store(current_cpu(), Ordering::Relaxed));
     assert_eq!(

@@ -75,8 +75,8 @@ pub struct StressOptions<'a> {
     pub millis: u64,
     pub per_cpu: bool,
     pub tunings: &'a [Option<CpuCacheTuning<'a>>],
-    /// The provoking mode (`provoke.rs`).
-    pub provoke: bool,
+    /// The parts of the provoking mode (`provoke.rs`) to run, 0 for none.
+    pub provoke: u32,
 }
 
 /// One allocated object and the pattern it must still hold.
@@ -207,7 +207,7 @@ struct Shared<'a> {
     /// The CPU that also shrinks, reaps, drains and retunes.
     control_cpu: usize,
     per_cpu: bool,
-    provoke: bool,
+    provoke: u32,
 }
 
 /// Timer-interrupt load, per CPU: on while that CPU runs the load.
@@ -286,7 +286,7 @@ impl Shared<'_> {
         TIMER_LOAD[cpu].store(true, Ordering::Relaxed);
         let mut next_control = timer::deadline_after_us(CONTROL_PERIOD_US);
         let mut detuned = None;
-        let mut provoking = self.provoke.then(|| crate::provoke::Load::new(cpu));
+        let mut provoking = (self.provoke != 0).then(|| crate::provoke::Load::new(cpu));
         while !timer::expired(self.deadline) {
             for _ in 0..64 {
                 self.take_inbox(cpu);
@@ -548,7 +548,11 @@ pub fn run(options: &StressOptions<'_>) {
         counts: (0..cpus).map(|_| CachePadded::default()).collect(),
         deadline: 0,
         cpus,
-        control_cpu: cpus - 1,
+        // The last online CPU (an AP that missed its start-up time-out never runs).
+        control_cpu: (0..cpus)
+            .rev()
+            .find(|&cpu| percpu::cpu(cpu).online.load(Ordering::Acquire))
+            .expect("the BSP is online"),
         per_cpu: options.per_cpu,
         provoke: options.provoke,
     };
@@ -559,15 +563,15 @@ pub fn run(options: &StressOptions<'_>) {
          objects handed between CPUs, timer-interrupt allocations, shrink/reap/drain/tune on CPU {}",
         if options.per_cpu { "on" } else { "off" },
         STRESS_CACHES.len(),
-        cpus - 1
+        shared.control_cpu
     );
     shared.deadline = timer::deadline_after_us(millis * 1000);
     let started = timer::rdtsc();
-    if options.provoke {
-        crate::provoke::start();
+    if options.provoke != 0 {
+        crate::provoke::start(options.provoke);
     }
     crate::smp_boot::run_on_every_cpu(&|cpu| shared.run(cpu));
-    if options.provoke {
+    if options.provoke != 0 {
         crate::provoke::stop();
     }
     let elapsed_us = timer::tsc_to_ns(timer::rdtsc() - started) / 1000;
@@ -578,7 +582,7 @@ pub fn run(options: &StressOptions<'_>) {
         shared.take_inbox(cpu);
     }
     report(&shared, &totals_before, &totals, elapsed_us);
-    if options.provoke {
+    if options.provoke != 0 {
         crate::provoke::report(cpus);
     }
     check_nothing_lost(shared, &before, frames_before);

@@ -54,8 +54,9 @@ pub unsafe trait Platform: Sync {
 
     /// Makes every `unmap_page` done so far by this CPU visible on every other CPU
     /// (a TLB shootdown), and returns when it is. The range allocator calls it after
-    /// unmapping a range and before its addresses can be handed out again, so that no
-    /// CPU keeps a stale translation of a page that is mapped anew. Called with the range
+    /// unmapping a range and before its frames go back to the page allocator and its
+    /// addresses can be handed out again, so that no CPU keeps a stale translation of a
+    /// page that is mapped anew or of a frame that is handed out anew. Called with the range
     /// lock held and interrupts off: an implementation must make progress while other
     /// CPUs spin on that lock with interrupts off (the kernel's spinning CPUs answer
     /// shootdowns in [`InterruptControl::relax`]). One CPU, or a host: nothing to do.

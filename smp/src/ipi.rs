@@ -72,6 +72,11 @@ pub const STALL_TIMEOUT_US: u64 = 4_000_000;
 /// `WAIT_DEADLINE[cpu]`: when the current wait of `cpu` becomes a stall (TSC).
 static WAIT_DEADLINE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
+/// Microseconds spent between filling a mailbox slot and announcing it (0: none). The
+/// provoking stress sets it to make the window of deadlock 2 wide: with rule 5 no
+/// interrupt can fall into it, however wide.
+pub static POST_WINDOW_US: AtomicU64 = AtomicU64::new(0);
+
 /// What the kernel does after a stall report: print nothing more and fail the run.
 static STALL_HOOK: AtomicUsize = AtomicUsize::new(0);
 
@@ -128,6 +133,13 @@ unsafe impl Seam for Hardware {
     /// for this CPU: the boot code may drain with interrupts still off.
     fn may_serve_calls(&self) -> bool {
         percpu::cpu_count() <= 1 || percpu::may_serve_calls()
+    }
+
+    fn between_fill_and_announce(&self) {
+        let micros = POST_WINDOW_US.load(Ordering::Relaxed);
+        if micros > 0 {
+            timer::delay_us(micros);
+        }
     }
 
     fn pause(&self, _wait: Wait, turns: u64) {
@@ -226,10 +238,13 @@ pub fn on_each_cpu(function: &(dyn Fn() + Sync)) {
     BOARD.call(&Hardware, online_mask(), function, true);
 }
 
-/// Runs `function` on CPU `target` (in its interrupt context, or directly when it is
-/// the caller) and returns when it has run. Rule 3, as [`on_each_cpu`].
+/// Runs `function` on the online CPU `target` (in its interrupt context, or directly
+/// when it is the caller) and returns when it has run. Rule 3, as [`on_each_cpu`].
 pub fn on_cpu(target: usize, function: &(dyn Fn() + Sync)) {
-    assert!(target < percpu::cpu_count(), "no CPU {target}");
+    assert!(
+        target < percpu::cpu_count() && percpu::cpu(target).online.load(Ordering::Acquire),
+        "on_cpu: CPU {target} is not online (it would never run the call)"
+    );
     if target == current_cpu() {
         debug_assert!(percpu::may_serve_calls(), "on_cpu: see rule 3 in ipi.rs");
         Hardware.run_call(function);

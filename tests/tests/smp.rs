@@ -112,3 +112,35 @@ fn the_rsdp_is_found_by_scanning_the_bios_areas_too() {
     assert!(result.log_has("acpi: scanning the EBDA and 0xe0000-0xfffff for the RSDP"));
     assert!(result.log_has("smp: 4 CPUs online, 0 failed to start"));
 }
+
+/// Issue 11: an AP that started after the BSP gave up on it read the next AP's
+/// parameter block (its stack and index) and ran as that AP. With a 1 us time-out most
+/// APs are late: each must either claim its own ticket and come online as itself, or
+/// park; the boot goes on with the rest, and every online CPU runs its checks.
+#[test]
+fn aps_that_start_after_their_time_out_park() {
+    let mut config = config();
+    config.smp = 8;
+    config.append = "stress=300 ap_timeout_us=1".into();
+    let result = assert_boots(&config);
+    let late = (1..8)
+        .filter(|cpu| {
+            result.log_has(&format!(
+                "cpu {cpu}: APIC ID {cpu}: did not start within 1 us, continuing without it"
+            ))
+        })
+        .count();
+    let online = (1..8)
+        .filter(|cpu| result.log_has(&format!("cpu {cpu}: APIC ID {cpu}, xAPIC, online after")))
+        .count();
+    assert!(late > 0, "some AP missed its 1 us time-out");
+    assert_eq!(
+        late + online,
+        7,
+        "every AP is either online as itself or parked"
+    );
+    assert!(result.log_has(&format!(
+        "smp: {} CPUs online, {late} failed to start",
+        online + 1
+    )));
+}

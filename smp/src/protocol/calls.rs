@@ -118,6 +118,7 @@ impl<const N: usize> CrossCpu<N> {
                 {
                     return false;
                 }
+                seam.between_fill_and_announce();
                 mailbox.pending.fetch_or(1 << me, Ordering::AcqRel);
                 seam.send_ipi(target, Ipi::Call);
                 true

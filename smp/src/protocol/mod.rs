@@ -136,6 +136,11 @@ pub unsafe trait Seam {
         true
     }
 
+    /// Called between filling a mailbox slot and announcing it (with interrupts off).
+    /// The kernel's provoking stress widens the window here (deadlock 2's window, now
+    /// closed to interrupts); nothing else does anything.
+    fn between_fill_and_announce(&self) {}
+
     /// One fruitless turn of a wait loop: `turns` fruitless turns so far in this wait.
     /// The kernel relaxes the core (and reports a stall after a time-out); a model
     /// takes its pending "interrupts" if its interrupts are on, then blocks until
