@@ -257,13 +257,17 @@ pub unsafe fn start_ap(
     ticket.store(apic_id + 1, Ordering::Release);
 
     let started = timer::rdtsc();
+    // A time-out shorter than the wait after the SIPI (`ap_timeout_us=`, the test of
+    // late APs) shortens that wait too: otherwise a quick AP is always online before the
+    // time-out is even looked at, and no AP is ever late.
+    let after_sipi_us = timeout_us.min(200);
     // SAFETY: the caller guarantees the target is not running kernel code and
     // that the trampoline is in place.
     unsafe {
         lapic.send_init(apic_id);
         timer::delay_us(10_000);
         lapic.send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
-        timer::delay_us(200);
+        timer::delay_us(after_sipi_us);
         if !online.load(Ordering::Acquire) {
             lapic.send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
         }
