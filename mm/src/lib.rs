@@ -76,6 +76,7 @@
 //! | tuning lock   | 1     | one cache's arrays seen from outside (drain, tune, stats) | on |
 //! | (per-CPU)     | 1     | a CPU's arrays: interrupts off, no lock        | off        |
 //! | cache lock    | 2     | one cache's slabs, counters, owner-table entries; at most one at a time | off |
+//! | retired lock  | 1     | one cache's counters of freed arrays; taken under its tuning lock only | as the caller |
 //! | range lock    | 3     | the window's segments, the range cache         | off        |
 //! | page lock     | 4     | page descriptors, buddy free lists             | off        |
 //!

@@ -170,7 +170,8 @@ pub unsafe trait InterruptControl {
     }
 
     /// Whether another CPU waiting for this one in `on_each_cpu` would be served: local
-    /// interrupts are on, or no other CPU runs yet (for assertions). Where nothing can
+    /// interrupts are on, or no other CPU runs yet (for assertions, and to decide
+    /// whether running out of memory may drain other CPUs' arrays). Where nothing can
     /// interrupt (a host thread), true.
     fn can_take_ipis() -> bool {
         true

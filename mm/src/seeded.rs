@@ -4,7 +4,7 @@
 //! They exist only in a build with `--cfg loom --cfg loom_bugs` (`scripts/test` makes it
 //! in a target directory of its own); everywhere else [`on`] is a constant `false` and
 //! the defective branches compile away. In that build each defect is still off until a
-//! test process switches exactly one on with [`activate`], so that one build serves every
+//! test process switches exactly one on with `activate`, so that one build serves every
 //! seeded-defect test (each its own test binary, i.e. its own process).
 //!
 //! The defects, by name:

@@ -65,8 +65,9 @@ pub use crate::platform::{InterruptControl, NoInterrupts};
 /// (which never waits) may be used anywhere.
 pub struct InterruptsOn<I>(PhantomData<fn() -> I>);
 
-// SAFETY: disables nothing, and is only used for locks that no interrupt handler takes
-// (the rule above, asserted in `check_may_wait` for every waiting acquisition): such a
+// SAFETY: disables nothing, and is only used for locks that no interrupt handler waits
+// for (the rule above, asserted in `check_may_wait` for every waiting acquisition; an
+// interrupt handler may only `try_lock`, as `SlabCaches::reclaim` does): such a
 // lock cannot be re-entered by a handler on the CPU that holds it. No per-CPU data
 // relies on it for exclusion (it is no `CpuLocal`).
 unsafe impl<I: InterruptControl> InterruptControl for InterruptsOn<I> {

@@ -109,8 +109,7 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
 
     /// The general cache that serves `size` bytes aligned to `align` (a power of two, or
     /// 0), if a size class does: that of `max(size, align)` when `align` is at most a
-    /// page. `None` also during the bootstrap, before the general caches exist (the
-    /// large path then reports the lack of memory).
+    /// page.
     #[inline]
     fn class_cache(&self, size: usize, align: usize, dma: bool) -> Option<&CacheDescriptor<I>> {
         if align > PAGE_SIZE {

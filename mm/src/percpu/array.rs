@@ -32,7 +32,7 @@ pub const MAX_CPUS: usize = 64;
 #[cfg(loom)]
 pub const MAX_CPUS: usize = crate::loom_cpus::LOOM_CPUS;
 
-/// The largest `limit`: an array of that many entries is 8 KiB (`size-16384`).
+/// The largest `limit`: an array of that many entries is 8064 bytes (`size-8192`).
 pub const MAX_LIMIT: usize = 1000;
 
 /// Bytes before `entries`: the header below, one cache line (larger under loom, whose

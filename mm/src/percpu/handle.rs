@@ -62,8 +62,8 @@ impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
     }
 
     /// Fills `out` from the front with up to `out.len()` objects, taking the cache lock
-    /// once (plus once per slab grown): the refill of a per-CPU array. Returns how many;
-    /// fewer than asked only when memory ran out after at least one.
+    /// once (plus once per slab grown), as a per-CPU refill does (which does not grow).
+    /// Returns how many; fewer than asked only when memory ran out after at least one.
     pub fn alloc_batch(&self, out: &mut [*mut u8]) -> Result<usize, SlabError> {
         self.caches.slab().alloc_batch(self.descriptor(), out)
     }

@@ -29,11 +29,11 @@
 //!
 //! # Where the arrays come from
 //!
-//! An array is an object of a general cache (`size-128` .. `size-1024`), made the first
-//! time its CPU uses the cache, with the cache's `limit` and `batchcount` of that moment.
-//! It is taken straight from the slab layer, not through another per-CPU array, so
-//! making one never recurses. Until the general caches exist (the bootstrap) no array
-//! can be made and every operation goes to the slabs.
+//! An array is an object of the smallest general cache that holds it (`size-128` ..
+//! `size-1024` with the default limits, up to `size-8192` for `MAX_LIMIT`), made the
+//! first time its CPU uses the cache, with the cache's `limit` and `batchcount` of that
+//! moment. It is taken straight from the slab layer, not through another per-CPU array,
+//! so making one never recurses.
 //!
 //! # Changing the arrays from outside
 //!
@@ -101,6 +101,8 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// Starts the slab layer over `backend`, and this layer in front of it (off with
     /// `options.no_per_cpu`).
     pub fn new(backend: B, options: SlabOptions) -> Result<Self, SlabError> {
+        // Every use of the array tables (`CacheArrays::array`) relies on this.
+        let () = Self::CPUS_FIT;
         Ok(Self {
             per_cpu: AtomicBool::new(!options.no_per_cpu),
             slab: SlabCaches::new(backend, options)?,
@@ -172,6 +174,10 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// and try again, or (no array) take the object from the slabs.
     #[inline(never)]
     pub fn alloc_slow(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
+        // Out of memory once: drain every CPU's arrays (and give free slabs back), then
+        // look again. The drain may put free objects back into this cache's slabs even
+        // when it releases no page, so the retry does not depend on pages coming back.
+        let mut drained = false;
         if self.per_cpu_enabled() {
             loop {
                 let saved = I::disable();
@@ -192,22 +198,22 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
                         // objects first, which only means another round.
                         // SAFETY: as above.
                         unsafe { I::restore(saved) };
-                        self.grow_or_reclaim(cache)?;
+                        match self.slab.grow_or_reclaim(cache) {
+                            Err(SlabError::OutOfMemory) if !drained => {
+                                drained = true;
+                                self.reclaim_memory();
+                            }
+                            result => result?,
+                        }
                     }
                 }
             }
         }
         match self.slab.alloc(cache) {
-            Err(SlabError::OutOfMemory) if self.reclaim_memory() > 0 => self.slab.alloc(cache),
-            result => result,
-        }
-    }
-
-    /// Grows `cache`; when memory is out, reclaims (the arrays of every CPU included, see
-    /// [`reclaim_memory`](Self::reclaim_memory)) and tries once more.
-    fn grow_or_reclaim(&self, cache: &CacheDescriptor<I>) -> Result<(), SlabError> {
-        match self.slab.grow_or_reclaim(cache) {
-            Err(SlabError::OutOfMemory) if self.reclaim_memory() > 0 => self.slab.grow(cache),
+            Err(SlabError::OutOfMemory) if !drained => {
+                self.reclaim_memory();
+                self.slab.alloc(cache)
+            }
             result => result,
         }
     }
@@ -277,7 +283,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// `addr` starts one of its objects ([`SlabCaches::object_owner`]). A pointer that
     /// fails that goes to the slab path, which judges it under the cache lock.
     ///
-    /// The hit is written out here, the rest is in [`free_slow`](Self::free_slow):
+    /// The hit is written out here, the rest is in `free_slow`:
     /// interrupts off, one load for the array, one for `avail`, the compare with the
     /// object freed last (the common double free), the push, the hit counter.
     #[inline]
@@ -404,7 +410,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         let home = self.array_cache_for(limit)?;
         let object = self.slab.alloc(home).ok()?.cast::<ArrayCache>();
         // SAFETY: an object of a general cache of at least `bytes_for(limit)` bytes,
-        // aligned to its size (at least 128), ours.
+        // aligned to its size up to a page (so to 128 at least: the header's 64), ours.
         unsafe {
             object.write(ArrayCache {
                 init: RaceCheck::new("a per-CPU array's header"),

@@ -139,8 +139,35 @@ struct InHand<'a> {
     base: usize,
     /// Its first object.
     first: usize,
-    /// It was on the `full` list (else on `partial`) when taken in hand.
-    was_full: bool,
+    /// The list it was on when taken in hand.
+    list: Which,
+}
+
+impl InHand<'_> {
+    /// Lets go of the slab: its view ends here (before its list changes), and what
+    /// `relink` needs comes back.
+    fn put_down(self) -> (Slab, Which, usize) {
+        (self.slab, self.list, self.view.inuse())
+    }
+}
+
+/// One of a cache's three slab lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Full,
+    Partial,
+    Free,
+}
+
+impl Which {
+    /// The list a slab with `inuse` of `num` objects allocated belongs on.
+    fn for_inuse(inuse: usize, num: usize) -> Self {
+        match inuse {
+            0 => Self::Free,
+            n if n == num => Self::Full,
+            _ => Self::Partial,
+        }
+    }
 }
 
 /// What an attempt to allocate under the lock found.
@@ -386,9 +413,9 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
                 .is_some_and(|h| addr.wrapping_sub(h.base) < slab_bytes);
             if !in_hand {
                 if let Some(h) = hand.take() {
-                    // SAFETY: a slab of this cache under its lock, on the list that
-                    // `was_full` says.
-                    unsafe { self.relink(st, h.slab, h.was_full, h.view.inuse()) };
+                    let (slab, list, inuse) = h.put_down();
+                    // SAFETY: a slab of this cache under its lock, on `list`.
+                    unsafe { self.relink(st, slab, list, inuse) };
                 }
                 let slab = match owners.entry(addr) {
                     Some(entry) if entry.cache.load(Ordering::Acquire) == self.as_owner() => {
@@ -411,7 +438,7 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
                     slab,
                     base: view.base().addr().get(),
                     first: view.s_mem().addr().get() + geo.lead,
-                    was_full: view.inuse() == geo.num,
+                    list: Which::for_inuse(view.inuse(), geo.num),
                     view,
                 });
             }
@@ -423,9 +450,9 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
                 .index_of(addr.wrapping_sub(h.first))
                 .is_some_and(|i| unsafe { h.view.release(i) });
             if !released {
-                let h = hand.take().expect("a slab is in hand");
+                let (slab, list, inuse) = hand.take().expect("a slab is in hand").put_down();
                 // SAFETY: as above.
-                unsafe { self.relink(st, h.slab, h.was_full, h.view.inuse()) };
+                unsafe { self.relink(st, slab, list, inuse) };
                 // The single path counts the error and names it.
                 result = self.release(st, owners, addr).map_err(|f| (position, f));
                 debug_assert!(result.is_err(), "{addr:#x} was refused, then taken");
@@ -434,8 +461,9 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
             freed += 1;
         }
         if let Some(h) = hand {
+            let (slab, list, inuse) = h.put_down();
             // SAFETY: as above.
-            unsafe { self.relink(st, h.slab, h.was_full, h.view.inuse()) };
+            unsafe { self.relink(st, slab, list, inuse) };
         }
         st.counters.active -= freed;
         st.counters.frees += freed as u64;
@@ -456,22 +484,30 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         Ok(())
     }
 
-    /// Moves a slab that objects were freed into to the list its `inuse` now says.
+    /// Moves a slab that objects were freed into from `from` to the list its `inuse`
+    /// now says. (A slab taken in hand may have had nothing freed into it: a flush that
+    /// meets a double free first, in a slab that is on `free`.)
     ///
     /// # Safety
     ///
     /// `slab` is a slab of this cache, whose lock the caller holds (`st`), and it is on
-    /// `full` if `was_full`, else on `partial`.
-    unsafe fn relink(&self, st: &mut CacheState, slab: Slab, was_full: bool, inuse: usize) {
-        // SAFETY: on the list the caller says.
-        unsafe {
-            match (was_full, inuse) {
-                (true, 0) => st.full.move_to(slab, &mut st.free),
-                (true, n) if n < self.geo.num => st.full.move_to(slab, &mut st.partial),
-                (false, 0) => st.partial.move_to(slab, &mut st.free),
-                _ => {}
-            }
+    /// `from`; no view of it is in use.
+    unsafe fn relink(&self, st: &mut CacheState, slab: Slab, from: Which, inuse: usize) {
+        let to = Which::for_inuse(inuse, self.geo.num);
+        if to == from {
+            return;
         }
+        let list = |st: &mut CacheState, which| -> *mut SlabList {
+            match which {
+                Which::Full => &raw mut st.full,
+                Which::Partial => &raw mut st.partial,
+                Which::Free => &raw mut st.free,
+            }
+        };
+        let (from, to) = (list(st, from), list(st, to));
+        // SAFETY: on `from` (caller); `from` and `to` are two different lists of `st`,
+        // which the caller lends us exclusively, so the two references do not alias.
+        unsafe { (*from).move_to(slab, &mut *to) };
     }
 
     /// The checks and the work of a free, without the `active`/`frees` counters.

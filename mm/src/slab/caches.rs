@@ -379,7 +379,7 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
     }
 
     /// The cache whose slab holds `addr` and whether `addr` starts one of its objects,
-    /// read from the owner table without a lock (exact on-slab, by alignment off-slab):
+    /// read from the owner table without a lock (exact, from the first-object word):
     /// what a free checks before it trusts a pointer to a per-CPU array. `None` when the
     /// page is no slab's. See `Core::object_owner` (`ops.rs`).
     #[inline]

@@ -95,7 +95,7 @@ impl<I: InterruptControl, F: CacheFront> Chain<I, F> {
     }
 
     /// Calls `f` with every cache in `order`. The next link is read before `f` runs, so
-    /// `f` may take the cache off the chain (the destroy of `Drop`).
+    /// `f` may take the cache off the chain.
     pub fn walk(&self, order: Walk, mut f: impl FnMut(NonNull<SlabCache<I, F>>)) {
         let mut next = match order {
             Walk::OldestFirst => self.first,

@@ -26,8 +26,10 @@ pub struct SlabOptions {
     /// [`SlabCaches::set_debug`](super::SlabCaches::set_debug).
     pub debug: bool,
     /// Called with every error detected (bad frees, damaged red zones or poison), with no
-    /// cache lock held (the chain lock may be: errors found while `reap` unmakes slabs).
-    /// The kernel's prints to the serial console; it must not create or destroy caches.
+    /// cache lock held (the chain lock may be: errors found while `reap` unmakes slabs),
+    /// and possibly with interrupts off (a free through a per-CPU array, a drain run by
+    /// IPI): it must be callable there, as the kernel's print to the serial console is.
+    /// It must not create or destroy caches.
     pub reporter: Option<fn(&SlabError)>,
     /// Start with the per-CPU layer off. Read by that layer (`crate::percpu`), which
     /// passes these options down; the slab layer itself has no use for it.

@@ -30,7 +30,7 @@
 //!
 //! # Concurrency
 //!
-//! Both words of the pages of a slab are written only under the lock of the cache that
+//! The words of the pages of a slab are written only under the lock of the cache that
 //! owns (or is about to own, or just owned) the slab: when the slab is linked into the
 //! cache, and when it is unlinked. So a reader that takes the `cache` word without a
 //! lock, then locks that cache and finds the `cache` word unchanged, may trust the

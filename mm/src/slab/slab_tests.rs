@@ -1084,3 +1084,42 @@ fn threads_share_a_cache_without_losing_or_duplicating_objects() {
     assert_eq!(cache.stats().slab.active_objs, 0);
     assert!(reports().is_empty());
 }
+
+/// Regression: a flush batch whose first object is a double free into a slab on the
+/// `free` list took that slab "in hand" as if it were on `partial`, and moved it from
+/// `partial` to `free` when the double free was found: the lists were corrupted (a
+/// debug assertion in `list.rs`, a loop in release builds).
+#[test]
+fn a_double_free_into_a_free_slab_in_a_batch_leaves_the_lists_intact() {
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let cache = slab
+        .caches()
+        .create_cache("refree", 128, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let p = cache.alloc().unwrap();
+    let q = cache.alloc().unwrap();
+    // SAFETY: allocated above, freed once: its slab keeps `q`.
+    unsafe { cache.free(p) }.unwrap();
+    // SAFETY: allocated above, freed once: the slab is now on `free`.
+    unsafe { cache.free(q) }.unwrap();
+    assert_eq!(cache.stats().slab.free_slabs, 1);
+    // SAFETY: both already free: the batch must be refused object by object.
+    let result = unsafe { cache.free_batch(&[q.as_ptr(), p.as_ptr()]) };
+    assert_eq!(
+        result,
+        Err(SlabError::DoubleFree {
+            cache: "refree",
+            addr: q.addr().get()
+        })
+    );
+    assert_eq!(reports().len(), 2, "both double frees are reported");
+    slab.caches().check_invariants();
+    let s = cache.stats().slab;
+    assert_eq!((s.active_objs, s.free_slabs, s.total_slabs), (0, 1, 1));
+    let again = cache.alloc().unwrap();
+    // SAFETY: allocated just now, freed once.
+    unsafe { cache.free(again) }.unwrap();
+    assert!(cache.destroy().is_ok());
+}
