@@ -25,7 +25,7 @@ use core::ptr::NonNull;
 /// The slab layer: see the [module docs](super).
 ///
 /// `B` is what it gets pages from (`&Heap`), `I` what its cache locks disable
-/// ([`NoInterrupts`] hosted, the kernel's `cli`/`popf` type in the kernel), `F` what the
+/// ([`NoInterrupts`](crate::platform::NoInterrupts) hosted, the kernel's `cli`/`popf` type in the kernel), `F` what the
 /// layer above keeps in every cache descriptor.
 pub struct SlabCaches<B: SlabBackend, I: InterruptControl, F: CacheFront> {
     core: Core<B>,
