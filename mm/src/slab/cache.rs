@@ -494,20 +494,19 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
     /// `from`; no view of it is in use.
     unsafe fn relink(&self, st: &mut CacheState, slab: Slab, from: Which, inuse: usize) {
         let to = Which::for_inuse(inuse, self.geo.num);
-        if to == from {
-            return;
-        }
-        let list = |st: &mut CacheState, which| -> *mut SlabList {
-            match which {
-                Which::Full => &raw mut st.full,
-                Which::Partial => &raw mut st.partial,
-                Which::Free => &raw mut st.free,
+        // SAFETY: on `from` (caller); each arm borrows two different lists of `st`.
+        unsafe {
+            match (from, to) {
+                (Which::Full, Which::Partial) => st.full.move_to(slab, &mut st.partial),
+                (Which::Full, Which::Free) => st.full.move_to(slab, &mut st.free),
+                (Which::Partial, Which::Full) => st.partial.move_to(slab, &mut st.full),
+                (Which::Partial, Which::Free) => st.partial.move_to(slab, &mut st.free),
+                (Which::Free, Which::Full) => st.free.move_to(slab, &mut st.full),
+                (Which::Free, Which::Partial) => st.free.move_to(slab, &mut st.partial),
+                // Already on the list its `inuse` says.
+                _ => {}
             }
-        };
-        let (from, to) = (list(st, from), list(st, to));
-        // SAFETY: on `from` (caller); `from` and `to` are two different lists of `st`,
-        // which the caller lends us exclusively, so the two references do not alias.
-        unsafe { (*from).move_to(slab, &mut *to) };
+        }
     }
 
     /// The checks and the work of a free, without the `active`/`frees` counters.
