@@ -257,9 +257,14 @@ pub unsafe fn start_ap(
     ticket.store(apic_id + 1, Ordering::Release);
 
     let started = timer::rdtsc();
-    // A time-out shorter than the wait after the SIPI (`ap_timeout_us=`, the test of
-    // late APs) shortens that wait too: otherwise a quick AP is always online before the
-    // time-out is even looked at, and no AP is ever late.
+    if timeout_us == 0 {
+        // The test of late APs (`ap_timeout_us=0`): give up before the AP can start, as
+        // a BSP whose time-out ran out would, but every time. Under TCG an AP claims its
+        // ticket within microseconds of the SIPI, before a 1 us time-out is looked at,
+        // so only revoking first makes it late on an idle host too. It must park.
+        ticket.store(0, Ordering::Release);
+    }
+    // A time-out shorter than the wait after the SIPI shortens that wait too.
     let after_sipi_us = timeout_us.min(200);
     // SAFETY: the caller guarantees the target is not running kernel code and
     // that the trampoline is in place.
@@ -271,6 +276,9 @@ pub unsafe fn start_ap(
         if !online.load(Ordering::Acquire) {
             lapic.send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
         }
+    }
+    if timeout_us == 0 {
+        return StartResult::TimedOut;
     }
     let mut deadline = timer::deadline_after_us(timeout_us);
     while !online.load(Ordering::Acquire) {
