@@ -157,6 +157,7 @@ fn out_of_memory(exhaust: bool) {
     release_free_slabs();
     let before = heap.stats().pages.free_frames;
     let tables_before = crate::heap::TABLE_FRAMES.load(Ordering::Relaxed);
+    let live_map_before = slab.caches().slab().live_map_pages();
     let mut blocks: Vec<*mut u8> = Vec::new();
     let mut chunk = 1 << 20;
     while chunk >= 4096 && blocks.len() < limit {
@@ -186,10 +187,14 @@ fn out_of_memory(exhaust: bool) {
     }
     release_free_slabs();
     let after = heap.stats().pages.free_frames;
-    let tables = crate::heap::TABLE_FRAMES.load(Ordering::Relaxed) - tables_before;
+    // Page tables and the live map's pages (one per 256 KiB region that ever held a
+    // slab) stay.
+    let tables = crate::heap::TABLE_FRAMES.load(Ordering::Relaxed) - tables_before
+        + (slab.caches().slab().live_map_pages() - live_map_before);
     println!(
         "slab self-test: {count} kmalloc blocks{}, all freed and reaped: \
-         {before} free frames before, {after} after, {tables} of them now page tables",
+         {before} free frames before, {after} after, {tables} of them now page tables \
+         or live-map pages",
         if exhaust {
             " until out of memory"
         } else {
@@ -222,6 +227,46 @@ fn detections() {
     let error = unsafe { plain.free(object) }.expect_err("a double free is detected");
     assert!(matches!(error, SlabError::DoubleFree { .. }), "{error:?}");
     println!("slab self-test: detected: {error}");
+
+    // A double free with other frees between, through the per-CPU arrays (the live map
+    // catches it, not only a compare with the last object freed), for a dedicated cache
+    // and for kmalloc, on-slab (64 B) and off-slab (8 KiB).
+    let [a, b, c] = [(); 3].map(|()| plain.alloc().expect("alloc"));
+    // SAFETY: our objects, each freed once; the second free of `a` is on purpose.
+    let error = unsafe {
+        for object in [a, b, c] {
+            plain.free(object).expect("free");
+        }
+        plain.free(a)
+    }
+    .expect_err("a double free with frees between is detected");
+    assert!(matches!(error, SlabError::DoubleFree { .. }), "{error:?}");
+    println!("slab self-test: detected: {error}");
+    for size in [64, 8192] {
+        let [a, b, c] = [(); 3].map(|()| slab.kmalloc(size, Gfp::KERNEL).expect("kmalloc"));
+        // SAFETY: as above.
+        let error = unsafe {
+            for object in [a, b, c] {
+                slab.kfree(object.as_ptr()).expect("kfree");
+            }
+            slab.kfree(a.as_ptr())
+        }
+        .expect_err("a double kfree with frees between is detected");
+        assert!(matches!(error, SlabError::DoubleFree { .. }), "{error:?}");
+        println!("slab self-test: detected: {error}");
+    }
+    // A pointer inside an 8 KiB object, at a 4 KiB multiple (off-slab: the alignment
+    // alone would pass it).
+    let big = slab.kmalloc(8192, Gfp::KERNEL).expect("kmalloc");
+    // SAFETY: a pointer inside the object, on purpose; then the object itself, once.
+    unsafe {
+        let error = slab
+            .kfree(big.as_ptr().add(4096))
+            .expect_err("an interior pointer is detected");
+        assert!(matches!(error, SlabError::InvalidFree { .. }), "{error:?}");
+        println!("slab self-test: detected: {error}");
+        slab.kfree(big.as_ptr()).expect("kfree");
+    }
 
     let mut local = 0u64;
     let foreign = NonNull::from(&mut local).cast::<u8>();

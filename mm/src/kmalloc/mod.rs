@@ -149,19 +149,22 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
             return Ok(());
         }
         let addr = ptr.addr();
-        match self.caches.slab().object_owner(addr) {
-            Some((cache, starts_object)) if cache.general => {
-                self.caches.free_checked(cache, addr, starts_object)
-            }
-            _ => self.kfree_other(addr),
+        // The live mark first: it finds the cache, and is every check of the free.
+        match self.caches.slab().take_live_object(addr) {
+            Some(cache) if cache.general => self.caches.free_taken(cache, addr),
+            taken => self.kfree_other(addr, taken.is_some()),
         }
     }
 
-    /// `kfree` of a pointer whose page is no general cache's: a large block, or a bad
-    /// free (of another cache's object, or of no cache's) to report.
+    /// `kfree` of a pointer that starts no live object of a general cache: a large block,
+    /// or a bad free (of another cache's object, whose mark `kfree` took when `taken`,
+    /// or a double free, or of no object) to report.
     #[cold]
     #[inline(never)]
-    fn kfree_other(&self, addr: usize) -> Result<(), SlabError> {
+    fn kfree_other(&self, addr: usize, taken: bool) -> Result<(), SlabError> {
+        if taken {
+            self.caches.slab().put_back_live(addr);
+        }
         match self.caches.slab().free_general(addr) {
             Ok(()) => Ok(()),
             Err(Some(error)) => Err(error),
@@ -182,9 +185,11 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
                     .then(|| slab.backend().pages_at(start))??;
                 Some(start + pages * PAGE_SIZE - addr)
             }
+            // Live, not only allocated: an object parked in a per-CPU array is
+            // allocated as far as its slab knows, and free.
             Owner::Cache(_) => slab
                 .object_info(addr)
-                .filter(|info| info.object == addr && info.allocated)
+                .filter(|info| info.object == addr && slab.is_live(addr))
                 .map(|info| info.size),
         }
     }

@@ -65,7 +65,13 @@ impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
     /// once (plus once per slab grown), as a per-CPU refill does (which does not grow).
     /// Returns how many; fewer than asked only when memory ran out after at least one.
     pub fn alloc_batch(&self, out: &mut [*mut u8]) -> Result<usize, SlabError> {
-        self.caches.slab().alloc_batch(self.descriptor(), out)
+        let slab = self.caches.slab();
+        let n = slab.alloc_batch(self.descriptor(), out)?;
+        for object in &out[..n] {
+            // SAFETY: objects just taken from the slabs: in no user's hands.
+            unsafe { slab.mark_live(object.addr()) };
+        }
+        Ok(n)
     }
 
     /// Gives back every object of `objects` under one acquisition of the cache lock: the
@@ -76,7 +82,20 @@ impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
     ///
     /// As for [`free`](Self::free), for every object.
     pub unsafe fn free_batch(&self, objects: &[*mut u8]) -> Result<(), SlabError> {
-        self.caches.slab().free_batch(self.descriptor(), objects)
+        let (slab, cache) = (self.caches.slab(), self.descriptor());
+        // Each object's live mark is taken first (as by `free`); the runs of objects
+        // between refused ones go to the slabs, each under one lock acquisition.
+        let mut first_error = None;
+        let mut run = 0;
+        for (position, object) in objects.iter().enumerate() {
+            if let Err(error) = slab.take_live(cache, object.addr()) {
+                let freed = slab.free_batch(cache, &objects[run..position]);
+                first_error = first_error.or(freed.err()).or(Some(error));
+                run = position + 1;
+            }
+        }
+        let freed = slab.free_batch(cache, &objects[run..]);
+        first_error.or(freed.err()).map_or(Ok(()), Err)
     }
 
     /// Empties every CPU's array of this cache, then gives back its free slabs (2.4's

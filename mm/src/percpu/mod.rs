@@ -50,17 +50,22 @@
 //! free slabs back before it fails. From an interrupt handler it cannot (no IPIs there):
 //! it gives back only what the slabs hold free.
 //!
-//! # What a free through the array checks
+//! # What a free checks, and why that is every bad free
 //!
-//! Caches with debug checks (red zones or poisoning) get no arrays: every free of theirs
-//! is checked in full against its slab. Otherwise a free checks, with no shared write and
-//! no lock: that the page's owner-table entry names this cache (foreign pointers and
-//! frees into the wrong cache), that the pointer starts an object (exactly, from the
-//! first-object word of the entry: `SlabCaches::object_owner`), and that it is not the
-//! object freed last on this CPU (the common double free). A double free with other
-//! frees between is not seen here: it is caught when the array is flushed, against the
-//! slab's allocation bitmap, unless the object was handed out again first. Debug caches
-//! catch every one.
+//! An array makes the slab's own bookkeeping useless for judging a free: an object
+//! parked in an array is allocated as far as its slab knows, and free as far as its
+//! users do. So every free, through an array or not, first takes the object's mark in
+//! the slab layer's *live map* (`slab/live.rs`): one bit per word of the heap window,
+//! set exactly while an object starting at that word is in a user's hands. Taking it
+//! is one atomic read-modify-write, with no lock and nothing written into the object
+//! (constructor caches keep their state), and it is safe in an interrupt handler.
+//! Of two frees of one object, however many frees apart and on whichever CPUs, one
+//! finds the mark and the other does not; a pointer into the middle of an object, or to
+//! no object, finds none. Then one read of the owner table says whether the object is
+//! this cache's. A free that finds no mark is judged under the cache lock (double free,
+//! pointer that starts no object, another cache's object), reported, and changes
+//! nothing. Caches with debug checks (red zones, poisoning) get no arrays, and their
+//! frees are checked in full against the slab as well.
 
 mod array;
 mod handle;
@@ -167,6 +172,11 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         }
         // SAFETY: `saved` is from the `disable` above, the latest one.
         unsafe { I::restore(saved) };
+        if let Some(object) = hit {
+            // SAFETY: an object of the cache's slabs, just taken off the array: in no
+            // user's hands.
+            unsafe { self.slab.mark_live(object.addr().get()) };
+        }
         hit
     }
 
@@ -174,6 +184,15 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// and try again, or (no array) take the object from the slabs.
     #[inline(never)]
     pub fn alloc_slow(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
+        let object = self.alloc_unmarked(cache)?;
+        // SAFETY: an object of the cache's slabs, from an array or the slabs: in no
+        // user's hands.
+        unsafe { self.slab.mark_live(object.addr().get()) };
+        Ok(object)
+    }
+
+    /// [`alloc_slow`](Self::alloc_slow) before the object's live mark is set.
+    fn alloc_unmarked(&self, cache: &CacheDescriptor<I>) -> Result<NonNull<u8>, SlabError> {
         // Out of memory once: drain every CPU's arrays (and give free slabs back), then
         // look again. The drain may put free objects back into this cache's slabs even
         // when it releases no page, so the retry does not depend on pages coming back.
@@ -269,35 +288,28 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// Gives `addr` back to `cache` (2.4's `kmem_cache_free`): into this CPU's array
     /// when it has one, else to its slab. A bad free is reported and changes nothing
     /// (see the module docs for what the array path checks).
+    ///
+    /// The live mark taken is every check (see the module docs); then
+    /// [`free_taken`](Self::free_taken).
     #[inline]
     pub fn free(&self, cache: &CacheDescriptor<I>, addr: usize) -> Result<(), SlabError> {
-        let starts_object = matches!(
-            self.slab.object_owner(addr),
-            Some((owner, true)) if core::ptr::eq(owner, cache)
-        );
-        self.free_checked(cache, addr, starts_object)
+        self.slab.take_live(cache, addr)?;
+        self.free_taken(cache, addr)
     }
 
-    /// [`free`](Self::free) for a caller that has read the owner table already (`kfree`):
-    /// `starts_object` says that the table names `cache` for `addr`'s page and that
-    /// `addr` starts one of its objects ([`SlabCaches::object_owner`]). A pointer that
-    /// fails that goes to the slab path, which judges it under the cache lock.
+    /// [`free`](Self::free) after the live mark of `addr` was taken for `cache`
+    /// ([`SlabCaches::take_live`], or `take_live_object` in `kfree`): `addr` is an
+    /// object of `cache` that was in a user's hands, now the caller's to give back.
     ///
-    /// The hit is written out here, the rest is in `free_slow`:
-    /// interrupts off, one load for the array, one for `avail`, the compare with the
-    /// object freed last (the common double free), the push, the hit counter.
+    /// The hit is written out here, the rest is in `free_slow`: interrupts off, one load
+    /// for the array, one for `avail`, the push, the hit counter.
     #[inline]
-    pub fn free_checked(
-        &self,
-        cache: &CacheDescriptor<I>,
-        addr: usize,
-        starts_object: bool,
-    ) -> Result<(), SlabError> {
-        if I::CPUS > 0 && starts_object {
+    pub fn free_taken(&self, cache: &CacheDescriptor<I>, addr: usize) -> Result<(), SlabError> {
+        if I::CPUS > 0 {
             let saved = I::disable();
             if let Some(array) = cache.front.array(I::current_cpu()) {
                 let avail = array.avail();
-                if avail < array.header().limit as usize && array.last(avail).addr() != addr {
+                if avail < array.header().limit as usize {
                     let object = core::ptr::with_exposed_provenance_mut(addr);
                     array.header().entries_check.write("pushed");
                     // SAFETY: our array, interrupts off, `avail < limit`.
@@ -312,58 +324,50 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             // SAFETY: as above.
             unsafe { I::restore(saved) };
         }
-        self.free_slow(cache, addr, starts_object)
+        self.free_slow(cache, addr)
     }
 
-    /// A free that missed: this CPU has no array yet (make it), or it is full (flush a
-    /// batch), or `addr` is the object freed last (a double free), or the pointer is
-    /// suspicious (the slab path judges it).
+    /// A free that missed, of an object whose live mark the caller took: this CPU has
+    /// no array yet (make it), or it is full (flush a batch), or the layer is off (the
+    /// slabs).
     #[inline(never)]
-    fn free_slow(
-        &self,
-        cache: &CacheDescriptor<I>,
-        addr: usize,
-        starts_object: bool,
-    ) -> Result<(), SlabError> {
-        if starts_object && self.per_cpu_enabled() {
+    fn free_slow(&self, cache: &CacheDescriptor<I>, addr: usize) -> Result<(), SlabError> {
+        if self.per_cpu_enabled() {
             let saved = I::disable();
-            let result = self.free_here(cache, addr);
+            let pushed = self.free_here(cache, addr);
             // SAFETY: `saved` is from the `disable` above, the latest one.
             unsafe { I::restore(saved) };
-            if let Some(result) = result {
-                return result;
+            if pushed {
+                return Ok(());
             }
         }
         self.slab.free(cache, addr)
     }
 
-    /// With interrupts off: pushes `addr`, which starts an object of `cache`, on this
-    /// CPU's array, flushing a batch first if full. `None`: no array (the slab path).
-    fn free_here(&self, cache: &CacheDescriptor<I>, addr: usize) -> Option<Result<(), SlabError>> {
+    /// With interrupts off: pushes `addr`, an object of `cache` whose live mark the
+    /// caller took, on this CPU's array, flushing a batch first if full. False: no
+    /// array (the slab path).
+    fn free_here(&self, cache: &CacheDescriptor<I>, addr: usize) -> bool {
         let cpu = I::current_cpu();
-        let array = cache
+        let Some(array) = cache
             .front
             .array(cpu)
-            .or_else(|| self.array_for_first_use(cache, cpu))?;
+            .or_else(|| self.array_for_first_use(cache, cpu))
+        else {
+            return false;
+        };
         let h = array.header();
         let mut avail = array.avail();
-        if array.last(avail).addr() == addr {
-            let error = SlabError::DoubleFree {
-                cache: cache.name,
-                addr,
-            };
-            self.slab.count_error(cache, &error);
-            return Some(Err(error));
-        }
-        let mut flushed = Ok(());
         h.entries_check.write("pushed");
         if avail < h.limit as usize {
             bump(&h.free_hit);
         } else {
             bump(&h.free_miss);
             let batch = h.batchcount as usize;
-            // SAFETY: our array, interrupts off, `batch <= limit == avail`.
-            flushed = self.slab.free_batch(cache, unsafe { array.slice(batch) });
+            // SAFETY: our array, interrupts off, `batch <= limit == avail`. An error
+            // concerns an object of the array that the slab refused; it was reported,
+            // and the objects are off the array either way.
+            let _ = self.slab.free_batch(cache, unsafe { array.slice(batch) });
             // SAFETY: entries `batch..avail` move down to `0..avail - batch`, inside the
             // array.
             unsafe {
@@ -379,10 +383,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
                 .write(core::ptr::with_exposed_provenance_mut(addr))
         };
         array.set_avail(avail + 1);
-        // An error of the flush concerns an object freed earlier (it was reported); this
-        // one is cached.
-        let _ = flushed;
-        Some(Ok(()))
+        true
     }
 
     /// When this CPU has no array for `cache`: makes one if the layer is on. The switch

@@ -509,14 +509,15 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         }
     }
 
-    /// The checks and the work of a free, without the `active`/`frees` counters.
+    /// The slab of this cache that `addr` lies in and the index of the object `addr`
+    /// starts, under the lock the caller holds: the first checks of a free.
     #[inline(always)]
-    fn release(
+    fn locate(
         &self,
         st: &mut CacheState,
         owners: &OwnerTable,
         addr: usize,
-    ) -> Result<(), FreeFault> {
+    ) -> Result<(Slab, usize), FreeFault> {
         let invalid = |cache| FreeFault::Error(SlabError::InvalidFree { cache, addr });
         let Some(entry) = owners.entry(addr) else {
             return Err(invalid(None));
@@ -538,15 +539,48 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         // SAFETY: as just said, `slab` is a live slab of this cache.
         let slab = unsafe { Slab::from_ptr(slab) };
         let geo = &self.geo;
+        // SAFETY: a live slab of this cache, under its lock; the view ends here.
+        let first = unsafe { slab.get_mut(geo.num) }.s_mem().addr().get() + geo.lead;
+        match geo.index_of(addr.wrapping_sub(first)) {
+            Some(i) => Ok((slab, i)),
+            None => {
+                st.counters.errors += 1;
+                Err(invalid(Some(self.name)))
+            }
+        }
+    }
+
+    /// Why a user's free of `addr`, whose live mark was clear (see `live.rs`), is bad,
+    /// under the lock the caller holds; changes nothing but the error count. An object
+    /// start of this cache is a double free, whether the object sits in the slab or in
+    /// a per-CPU array (or is one the allocator uses itself).
+    pub fn judge_free(&self, st: &mut CacheState, owners: &OwnerTable, addr: usize) -> FreeFault {
+        match self.locate(st, owners, addr) {
+            Err(fault) => fault,
+            Ok(_) => {
+                st.counters.errors += 1;
+                FreeFault::Error(SlabError::DoubleFree {
+                    cache: self.name,
+                    addr,
+                })
+            }
+        }
+    }
+
+    /// The checks and the work of a free, without the `active`/`frees` counters.
+    #[inline(always)]
+    fn release(
+        &self,
+        st: &mut CacheState,
+        owners: &OwnerTable,
+        addr: usize,
+    ) -> Result<(), FreeFault> {
+        let (slab, i) = self.locate(st, owners, addr)?;
+        let geo = &self.geo;
         // SAFETY: a live slab of this cache, under its lock; the view is dropped before
         // the list operations.
         let (was_full, inuse) = unsafe {
             let mut s = slab.get_mut(geo.num);
-            let first = s.s_mem().addr().get() + geo.lead;
-            let Some(i) = geo.index_of(addr.wrapping_sub(first)) else {
-                st.counters.errors += 1;
-                return Err(invalid(Some(self.name)));
-            };
             if !s.is_allocated(i) {
                 st.counters.errors += 1;
                 return Err(FreeFault::Error(SlabError::DoubleFree {
@@ -767,6 +801,21 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
                         self.name
                     );
                 }
+                // The live map marks allocated objects' starts and nothing else.
+                let mut marked = 0;
+                for i in 0..geo.num {
+                    let object = s.s_mem().addr().get() + i * geo.slot + geo.lead;
+                    if owners.live.is_live(object) {
+                        assert!(s.is_allocated(i), "{}: free object live", self.name);
+                        marked += 1;
+                    }
+                }
+                assert_eq!(
+                    owners.live.count(base, geo.slab_bytes()),
+                    marked,
+                    "{}: live mark off an object start",
+                    self.name
+                );
             }
         }
         assert_eq!(active, st.counters.active, "{}: active count", self.name);

@@ -100,10 +100,9 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
             for slab in list.iter() {
                 // SAFETY: a slab of `real`, whose lock we hold.
                 let view = unsafe { slab.get_mut(geo.num) };
-                let (base, first) = (view.base().addr().get(), view.s_mem().addr().get());
-                let owner = real.as_owner();
+                let base = view.base().addr().get();
                 core.owners
-                    .set(base, geo.pages(), owner, slab.as_ptr(), first + geo.lead);
+                    .set(base, geo.pages(), real.as_owner(), slab.as_ptr());
             }
         }
         drop(st);
@@ -334,6 +333,8 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
 
     /// Frees `addr` into `cache` (2.4's `kmem_cache_free` without the array), with every
     /// check: the page's owner, the object start, the allocation bitmap, the red zones.
+    /// The live map is the caller's business: a user's free takes the mark first
+    /// ([`take_live`](Self::take_live)); the allocator's own objects have none.
     pub fn free(&self, cache: &SlabCache<I, F>, addr: usize) -> Result<(), SlabError> {
         self.core.free(cache, addr)
     }
@@ -378,13 +379,54 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
         self.core.owners.claim_large(addr)
     }
 
-    /// The cache whose slab holds `addr` and whether `addr` starts one of its objects,
-    /// read from the owner table without a lock (exact, from the first-object word):
-    /// what a free checks before it trusts a pointer to a per-CPU array. `None` when the
-    /// page is no slab's. See `Core::object_owner` (`ops.rs`).
+    /// Records that the object at `addr` is now in a user's hands (the live map, see
+    /// `live.rs`): every path that hands an object of this layer to a user calls it.
+    ///
+    /// # Safety
+    ///
+    /// `addr` is an object this layer handed out (to an array or to the caller), not
+    /// in a user's hands yet.
     #[inline]
-    pub fn object_owner(&self, addr: usize) -> Option<(&SlabCache<I, F>, bool)> {
-        self.core.object_owner(addr)
+    pub unsafe fn mark_live(&self, addr: usize) {
+        // SAFETY: an object of a slab, so of a region the live map covers (slabs are
+        // covered when grown), and not marked (caller).
+        unsafe { self.core.owners.live.mark(addr) };
+    }
+
+    /// Takes the live mark of `addr` for a free that does not know the cache (`kfree`):
+    /// the cache whose object started at `addr` and was in a user's hands, which is
+    /// now the caller's to free (or, if the cache is not the one it may free into, to
+    /// [`put_back_live`](Self::put_back_live)); `None`, with nothing changed, when no
+    /// live object starts at `addr`.
+    #[inline]
+    pub fn take_live_object(&self, addr: usize) -> Option<&SlabCache<I, F>> {
+        self.core.take_live_object(addr)
+    }
+
+    /// Puts back the mark [`take_live_object`](Self::take_live_object) took.
+    pub fn put_back_live(&self, addr: usize) {
+        self.core.put_back_live(addr);
+    }
+
+    /// Takes the live mark of `addr` for a user's free into `cache`: `Ok` when `addr`
+    /// started an object of `cache` in a user's hands, which is now the caller's to
+    /// free (to an array or to the slabs); otherwise the error (a double free, a pointer
+    /// that starts no live object, another cache's object), counted and reported, with
+    /// nothing changed. No lock, unless the free is bad.
+    #[inline]
+    pub fn take_live(&self, cache: &SlabCache<I, F>, addr: usize) -> Result<(), SlabError> {
+        self.core.take_live(cache, addr)
+    }
+
+    /// Pages the live map holds (one per 256 KiB region of the window that ever held a
+    /// slab; kept until this layer is dropped).
+    pub fn live_map_pages(&self) -> usize {
+        self.core.owners.live.pages()
+    }
+
+    /// True while an object starting at `addr` is in a user's hands (a snapshot).
+    pub fn is_live(&self, addr: usize) -> bool {
+        self.core.owners.live.is_live(addr)
     }
 
     /// Passes `error` to the reporter.

@@ -120,6 +120,7 @@ mod flags;
 mod general;
 mod geometry;
 mod list;
+mod live;
 mod ops;
 mod owner;
 mod stats;

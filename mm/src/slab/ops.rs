@@ -233,36 +233,91 @@ impl<B: SlabBackend> Core<B> {
         }
     }
 
-    /// The cache whose slab holds `addr`, and whether `addr` starts one of its objects,
-    /// from the owner table alone (no lock): the checks of a free that does not reach
-    /// the slab (the per-CPU layer's). `None` when the page is no slab's. Exact, on-slab
-    /// and off-slab: the entry holds the address of the slab's first object.
+    /// The cache whose slab holds `addr`, from the owner table alone (no lock): how
+    /// `kfree` finds the cache. `None` when the page is no slab's.
     #[inline]
-    pub fn object_owner<I: InterruptControl, F: CacheFront>(
+    pub fn cache_of<I: InterruptControl, F: CacheFront>(
         &self,
         addr: usize,
-    ) -> Option<(&SlabCache<I, F>, bool)> {
-        let entry = self.owners.entry(addr)?;
-        let cache = entry.cache.load(Ordering::Acquire);
+    ) -> Option<&SlabCache<I, F>> {
+        let cache = self.owners.entry(addr)?.cache.load(Ordering::Acquire);
         if cache.is_null() || cache == LARGE {
             return None;
         }
         // SAFETY: as in `owner`: a cache named by the owner table is alive unless it is
         // being destroyed while someone frees into it, which the contract excludes.
-        let cache = unsafe { &*cache.cast::<SlabCache<I, F>>() };
-        // A valid object's page cannot change hands while the object is allocated, so the
-        // first-object word matches the cache word; for a bad pointer a stale pair only
-        // makes this guess wrong, and the slab path (or the flush) judges it under the
-        // lock.
-        let first = entry.first.load(Ordering::Relaxed);
-        let starts = cache.geo.index_of(addr.wrapping_sub(first)).is_some();
-        Some((cache, starts))
+        Some(unsafe { &*cache.cast::<SlabCache<I, F>>() })
+    }
+
+    /// Takes the live mark of `addr` for a user's free into `cache` (see `live.rs`):
+    /// `Ok` when `addr` started an object of `cache` in a user's hands (it is the
+    /// caller's to free now), else the error, judged under the cache lock, counted and
+    /// reported, with nothing changed.
+    #[inline]
+    pub fn take_live<I: InterruptControl, F: CacheFront>(
+        &self,
+        cache: &SlabCache<I, F>,
+        addr: usize,
+    ) -> Result<(), SlabError> {
+        if self.owners.live.take(addr) {
+            // The object pins its page while it is out: one read of the entry is exact.
+            if self
+                .owners
+                .entry(addr)
+                .is_some_and(|e| e.cache.load(Ordering::Acquire) == cache.as_owner())
+            {
+                return Ok(());
+            }
+            // Another cache's live object: not ours to take.
+            self.owners.live.put_back(addr);
+        }
+        Err(self.refuse_free(cache, addr))
+    }
+
+    /// Takes the live mark of `addr` for a free that does not know the cache (`kfree`):
+    /// the cache whose object started at `addr` and was in a user's hands (it is the
+    /// caller's to free now), or `None` with nothing changed.
+    #[inline]
+    pub fn take_live_object<I: InterruptControl, F: CacheFront>(
+        &self,
+        addr: usize,
+    ) -> Option<&SlabCache<I, F>> {
+        if !self.owners.live.take(addr) {
+            return None;
+        }
+        // The object pins its page while it is out: one read of the entry is exact.
+        let cache = self.cache_of(addr);
+        if cache.is_none() {
+            // Not possible for a marked object; keep the mark rather than lose it.
+            self.owners.live.put_back(addr);
+        }
+        cache
+    }
+
+    /// Puts back the live mark that a free took from `addr` before finding that it may
+    /// not free the object (another cache's).
+    pub fn put_back_live(&self, addr: usize) {
+        self.owners.live.put_back(addr);
+    }
+
+    /// Why a free of `addr` into `cache` whose live mark was clear is bad (or another
+    /// cache's object): judged under the cache lock, counted and reported.
+    #[cold]
+    #[inline(never)]
+    fn refuse_free<I: InterruptControl, F: CacheFront>(
+        &self,
+        cache: &SlabCache<I, F>,
+        addr: usize,
+    ) -> SlabError {
+        let fault = cache.judge_free(&mut cache.state.lock(), &self.owners, addr);
+        self.fail(cache, fault, addr)
     }
 
     /// Frees `addr` into the general cache that owns its page (`kfree` of a slab
-    /// object). An object of any other cache is a `WrongCache` error (2.4's `kfree` did
-    /// not check; freeing, say, a cache descriptor that way would be a disaster).
-    /// `Err(None)` when the page is the first page of a large kmalloc.
+    /// object, a user's free: its live mark is taken first). An object of any other
+    /// cache is a `WrongCache` error (2.4's `kfree` did not check; freeing, say, a cache
+    /// descriptor that way would be a disaster). `Err(None)` when the page is the first
+    /// page of a large kmalloc.
     pub fn free_any<I: InterruptControl, F: CacheFront>(
         &self,
         addr: usize,
@@ -277,12 +332,16 @@ impl<B: SlabBackend> Core<B> {
                 Owner::Large { .. } => return Err(None),
                 Owner::Cache(cache) => cache,
             };
+            if cache.general {
+                self.take_live(cache, addr).map_err(Some)?;
+                // The object pins its page now: the cache cannot change under the free.
+                return self.free(cache, addr).map_err(Some);
+            }
             let mut st = cache.state.lock();
-            if !cache.general
-                && self
-                    .owners
-                    .entry(addr)
-                    .is_some_and(|e| e.cache.load(Ordering::Relaxed) == cache.as_owner())
+            if self
+                .owners
+                .entry(addr)
+                .is_some_and(|e| e.cache.load(Ordering::Relaxed) == cache.as_owner())
             {
                 st.counters.errors += 1;
                 drop(st);
@@ -294,14 +353,7 @@ impl<B: SlabBackend> Core<B> {
                 self.report(&error);
                 return Err(Some(error));
             }
-            let result = cache.give_back(&mut st, &self.owners, addr);
-            drop(st);
-            match result {
-                Ok(()) => return Ok(()),
-                // The page changed hands between the read and the lock: look again.
-                Err(FreeFault::OtherOwner(_)) => continue,
-                Err(fault) => return Err(Some(self.fail(cache, fault, addr))),
-            }
+            // The page changed hands between the read and the lock: look again.
         }
     }
 
@@ -367,10 +419,8 @@ impl<B: SlabBackend> Core<B> {
         let mut st = cache.state.lock();
         st.growing -= 1;
         let (slab, start) = made?;
-        // SAFETY: a new slab of this cache, reachable by no one else yet.
-        let first = unsafe { slab.get_mut(geo.num) }.s_mem().addr().get() + geo.lead;
         self.owners
-            .set(start, geo.pages(), cache.as_owner(), slab.as_ptr(), first);
+            .set(start, geo.pages(), cache.as_owner(), slab.as_ptr());
         // SAFETY: a live slab of this cache, on no list; we hold the lock.
         unsafe { st.free.push_front(slab) };
         st.counters.grown += 1;
@@ -392,6 +442,15 @@ impl<B: SlabBackend> Core<B> {
             self.backend.free_pages(start);
             return Err(SlabError::OutOfMemory);
         };
+        // The live map must cover the slab before any object of it can be handed out.
+        if let Err(error) = self
+            .owners
+            .live
+            .cover(&self.backend, start, geo.slab_bytes())
+        {
+            self.backend.free_pages(start);
+            return Err(error);
+        }
         // SAFETY: `colour + desc_area` is at most `left_over + desc_area`, inside the slab
         // (the geometry accounts for every byte of it).
         let coloured = unsafe { base.add(colour) };
@@ -473,6 +532,7 @@ impl<B: SlabBackend> Core<B> {
 
 impl<B: SlabBackend> Drop for Core<B> {
     fn drop(&mut self) {
+        self.owners.live.release(&self.backend);
         self.backend.free_pages(self.owners.table_start());
     }
 }

@@ -2,22 +2,16 @@
 //! its page, in O(1) and without a lock (2.4's `GET_PAGE_CACHE` / `GET_PAGE_SLAB`, which
 //! read the `struct page` found by `virt_to_page`).
 //!
-//! One [`PageEntry`] of three words per page of the window, in a zeroed, mapped range
-//! that the slab layer allocates for itself when it starts (24 bytes per 4 KiB page of
-//! window, 0.6% of the window's size):
+//! One [`PageEntry`] of two words per page of the window, in a zeroed, mapped range
+//! that the slab layer allocates for itself when it starts (16 bytes per 4 KiB page of
+//! window, 0.4% of the window's size), followed by the live map (`live.rs`: one bit per
+//! word of the window, set while an object starting there is in a user's hands):
 //!
-//! | `cache`    | `slab`                 | `first`             | the page is                      |
-//! |------------|------------------------|---------------------|----------------------------------|
-//! | null       | null                   | 0                   | not a slab page, not a large kmalloc |
-//! | a cache    | its slab's descriptor  | its first object    | part of a slab of that cache     |
-//! | [`LARGE`]  | the range's first page | 0                   | the first page of a kmalloc larger than 128 K |
-//!
-//! The third word is what lets a free through a per-CPU array check, exactly and without
-//! touching the slab descriptor (which another CPU may be changing under the cache
-//! lock), that a pointer starts an object: `(ptr - first) / slot` must be a whole index
-//! below `num` (`Geometry::index_of`). On-slab the first object follows from the
-//! descriptor's address, but off-slab it does not (the descriptor is elsewhere), and a
-//! pointer inside an 8 KiB object at a 4 KiB multiple would pass an alignment test.
+//! | `cache`    | `slab`                 | the page is                          |
+//! |------------|------------------------|--------------------------------------|
+//! | null       | null                   | not a slab page, not a large kmalloc |
+//! | a cache    | its slab's descriptor  | part of a slab of that cache         |
+//! | [`LARGE`]  | the range's first page | the first page of a kmalloc larger than 128 K |
 //!
 //! **Why not the page descriptors?** The page allocator's descriptors have a
 //! `PageOwner::Slab` slot for exactly this, and a kernel with a direct map would use it
@@ -38,9 +32,10 @@
 //! that finds the word changed retries with the new value. The `LARGE` entries are
 //! claimed by compare-and-swap, so two frees of one large allocation cannot both win.
 
+use super::live::LiveMap;
 use super::{SlabBackend, SlabError};
 use crate::platform::PAGE_SIZE;
-use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicPtr, Ordering};
 use core::ptr::NonNull;
 
 /// The `cache` word of the first page of a large kmalloc (not a valid cache address).
@@ -53,10 +48,6 @@ pub struct PageEntry {
     pub cache: AtomicPtr<u8>,
     /// The slab descriptor, the large range's start, or null.
     pub slab: AtomicPtr<u8>,
-    /// The address of the slab's first object (its `s_mem` plus the red-zone lead), or
-    /// 0: what a free checks a pointer against without reading the descriptor, exactly,
-    /// on-slab or off-slab alike.
-    pub first: AtomicUsize,
 }
 
 /// The table. See the [module docs](self).
@@ -64,19 +55,27 @@ pub struct OwnerTable {
     window_start: usize,
     window_pages: usize,
     entries: NonNull<PageEntry>,
-    /// The range holding the table.
+    /// The live map (see `live.rs`), whose directory follows the entries.
+    pub live: LiveMap,
+    /// The range holding the table and the live map.
     table_start: usize,
 }
 
 impl OwnerTable {
-    /// Allocates a zeroed table covering the backend's whole window.
+    /// Allocates a zeroed table, and the live map after it, covering the backend's whole
+    /// window.
     pub fn new<B: SlabBackend>(backend: &B) -> Result<Self, SlabError> {
         let (window_start, window_pages) = backend.window();
-        let bytes = window_pages * core::mem::size_of::<PageEntry>();
+        // The live map's directory follows the entries.
+        let entry_bytes = window_pages * core::mem::size_of::<PageEntry>();
+        let bytes = entry_bytes + LiveMap::directory_bytes(window_pages);
         let table_start = backend.alloc_pages(bytes.div_ceil(PAGE_SIZE), false, true)?;
-        let entries: NonNull<PageEntry> = NonNull::new(backend.pointer_to(table_start))
-            .ok_or(SlabError::OutOfMemory)?
-            .cast();
+        let table = NonNull::new(backend.pointer_to(table_start)).ok_or(SlabError::OutOfMemory)?;
+        let entries: NonNull<PageEntry> = table.cast();
+        // SAFETY: the range is zeroed, page-aligned (so `entry_bytes`, a multiple of 16,
+        // keeps the directory's pointers aligned), holds the directory after the entries,
+        // is ours alone, and is given back only after the table is dropped.
+        let live = unsafe { LiveMap::new(window_start, window_pages, table.add(entry_bytes)) };
         // Zeroed memory is a table of null atomics for `core`'s atomics, not for loom's
         // (each is a handle to the model's record of it): make each entry for real.
         #[cfg(loom)]
@@ -86,7 +85,6 @@ impl OwnerTable {
                 entries.add(page).write(PageEntry {
                     cache: AtomicPtr::new(core::ptr::null_mut()),
                     slab: AtomicPtr::new(core::ptr::null_mut()),
-                    first: AtomicUsize::new(0),
                 });
             }
         }
@@ -94,11 +92,12 @@ impl OwnerTable {
             window_start,
             window_pages,
             entries,
+            live,
             table_start,
         })
     }
 
-    /// The start of the table's own range (to give it back).
+    /// The start of the table's own range, the live map's too (to give it back).
     pub fn table_start(&self) -> usize {
         self.table_start
     }
@@ -119,11 +118,10 @@ impl OwnerTable {
 
     /// Records `cache` and `slab` for the `pages` pages from `start` (a slab being linked
     /// into `cache`, under its lock).
-    pub fn set(&self, start: usize, pages: usize, cache: *mut u8, slab: *mut u8, first: usize) {
+    pub fn set(&self, start: usize, pages: usize, cache: *mut u8, slab: *mut u8) {
         for i in 0..pages {
             if let Some(e) = self.entry(start + i * PAGE_SIZE) {
                 e.slab.store(slab, Ordering::Relaxed);
-                e.first.store(first, Ordering::Relaxed);
                 e.cache.store(cache, Ordering::Release);
             }
         }
@@ -188,12 +186,6 @@ impl OwnerTable {
 
     /// Forgets the `pages` pages from `start` (a slab unlinked, under its cache's lock).
     pub fn clear(&self, start: usize, pages: usize) {
-        self.set(
-            start,
-            pages,
-            core::ptr::null_mut(),
-            core::ptr::null_mut(),
-            0,
-        );
+        self.set(start, pages, core::ptr::null_mut(), core::ptr::null_mut());
     }
 }
