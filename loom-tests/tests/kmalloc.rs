@@ -16,3 +16,8 @@ fn model8_two_kfrees_of_one_large_block() {
 fn model9_two_size_classes_at_once() {
     run("9 two size classes at once", Some(3), models::model9);
 }
+
+#[test]
+fn model10_two_kfrees_of_one_object() {
+    run("10 two kfrees of one object", None, models::model10);
+}

@@ -15,13 +15,16 @@
 //!   lock, so `tune_cpucache` may free an array under them.
 //! - `large_claim_check_then_store`: `kfree` of a large block claims it with a load and
 //!   a store instead of one compare-and-swap.
+//! - `live_take_check_then_clear`: a free takes an object's live mark with a load and
+//!   then a clear instead of one read-modify-write.
 
 /// Names of the defects (`activate` refuses others).
-pub const DEFECTS: [&str; 4] = [
+pub const DEFECTS: [&str; 5] = [
     "relaxed_publish",
     "remote_drain",
     "stats_without_tuning_lock",
     "large_claim_check_then_store",
+    "live_take_check_then_clear",
 ];
 
 #[cfg(loom_bugs)]

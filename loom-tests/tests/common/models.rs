@@ -303,3 +303,38 @@ pub fn model9() {
     other.join().unwrap();
     w.check_end(&[32, 64], 2);
 }
+
+/// Model 10: two `kfree`s of one 32-byte object from two CPUs at once, each with its own
+/// array: the live map's bit is taken by one atomic read-modify-write, so exactly one
+/// free pushes the object onto its array and the other is reported as a double free,
+/// whichever runs first; nothing is lost or handed out twice afterwards.
+pub fn model10() {
+    let w = World::new(2, 1);
+    w.warm(1, 32, 1);
+    LoomCpus::bind(0);
+    let object = w.kmalloc(32);
+    w.taken_back(object);
+    let free = move |w: &World| {
+        // SAFETY: a double free on purpose: the allocator must detect it.
+        unsafe {
+            w.alloc
+                .kfree(core::ptr::with_exposed_provenance_mut(object))
+        }
+    };
+    let other = {
+        let w = Arc::clone(&w);
+        on_cpu(1, move || free(&w))
+    };
+    let here = free(&w);
+    let there = other.join().unwrap();
+    let wins = [here, there].iter().filter(|r| r.is_ok()).count();
+    assert!(wins <= 1, "both kfrees of one object succeeded");
+    assert_eq!(wins, 1, "neither kfree of an object succeeded");
+    for result in [here, there] {
+        assert!(
+            matches!(result, Ok(()) | Err(SlabError::DoubleFree { .. })),
+            "{result:?}"
+        );
+    }
+    w.check_end(&[32], 2);
+}

@@ -244,10 +244,17 @@ impl LiveMap {
     /// user's hands (it no longer is), false otherwise (nothing changed).
     #[inline]
     pub fn take(&self, addr: usize) -> bool {
-        match self.locate(addr) {
-            Some((word, bit)) => word.fetch_and(!bit, Ordering::Acquire) & bit != 0,
-            None => false,
+        let Some((word, bit)) = self.locate(addr) else {
+            return false;
+        };
+        if crate::seeded::on("live_take_check_then_clear") {
+            // The seeded defect: a check, then a clear, where two racing frees can both
+            // see the bit set.
+            let live = word.load(Ordering::Acquire) & bit != 0;
+            word.fetch_and(!bit, Ordering::Acquire);
+            return live;
         }
+        word.fetch_and(!bit, Ordering::Acquire) & bit != 0
     }
 
     /// True while the object at `addr` is in a user's hands (a snapshot).
