@@ -88,9 +88,10 @@ impl<B: SlabBackend, I: CpuLocal> Cache<'_, B, I> {
         let mut first_error = None;
         let mut run = 0;
         for (position, object) in objects.iter().enumerate() {
-            if let Err(error) = slab.take_live(cache, object.addr()) {
+            if let Err(refused) = slab.take_live(cache, object.addr()) {
                 let freed = slab.free_batch(cache, &objects[run..position]);
-                first_error = first_error.or(freed.err()).or(Some(error));
+                let error = slab.refuse_free(cache, object.addr(), refused);
+                first_error = first_error.or(freed.err()).or(error.err());
                 run = position + 1;
             }
         }

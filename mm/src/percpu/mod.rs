@@ -293,8 +293,10 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     /// [`free_taken`](Self::free_taken).
     #[inline]
     pub fn free(&self, cache: &CacheDescriptor<I>, addr: usize) -> Result<(), SlabError> {
-        self.slab.take_live(cache, addr)?;
-        self.free_taken(cache, addr)
+        match self.slab.take_live(cache, addr) {
+            Ok(()) => self.free_taken(cache, addr),
+            Err(refused) => self.slab.refuse_free(cache, addr, refused),
+        }
     }
 
     /// [`free`](Self::free) after the live mark of `addr` was taken for `cache`

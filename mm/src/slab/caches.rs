@@ -13,7 +13,7 @@ use super::chain::{Chain, Walk};
 use super::general::SizeClass;
 use super::geometry::Geometry;
 use super::list::SlabList;
-use super::ops::{Core, ObjectInfo, Owner, SlabOptions};
+use super::ops::{Core, ObjectInfo, Owner, Refused, SlabOptions};
 use super::stats::SlabStats;
 use super::{Constructor, Destructor, KMALLOC_CLASSES, SlabBackend, SlabError, SlabFlags};
 use crate::platform::{InterruptControl, PAGE_SIZE};
@@ -410,12 +410,24 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
 
     /// Takes the live mark of `addr` for a user's free into `cache`: `Ok` when `addr`
     /// started an object of `cache` in a user's hands, which is now the caller's to
-    /// free (to an array or to the slabs); otherwise the error (a double free, a pointer
-    /// that starts no live object, another cache's object), counted and reported, with
-    /// nothing changed. No lock, unless the free is bad.
+    /// free (to an array or to the slabs); otherwise nothing changed, and
+    /// [`refuse_free`](Self::refuse_free) names the error (a double free, a pointer that
+    /// starts no live object, another cache's object). No lock.
     #[inline]
-    pub fn take_live(&self, cache: &SlabCache<I, F>, addr: usize) -> Result<(), SlabError> {
+    pub fn take_live(&self, cache: &SlabCache<I, F>, addr: usize) -> Result<(), Refused> {
         self.core.take_live(cache, addr)
+    }
+
+    /// The error of a free that [`take_live`](Self::take_live) refused, judged under the
+    /// cache lock, counted and reported; nothing changes. Always `Err`.
+    #[inline]
+    pub fn refuse_free(
+        &self,
+        cache: &SlabCache<I, F>,
+        addr: usize,
+        refused: Refused,
+    ) -> Result<(), SlabError> {
+        self.core.refuse_free(cache, addr, refused)
     }
 
     /// Pages the live map holds (one per 256 KiB region of the window that ever held a

@@ -139,5 +139,5 @@ pub use error::{RedZoneSide, SlabError};
 pub use flags::{Constructor, Destructor, SlabFlags};
 pub use general::{KMALLOC_CLASSES, KMALLOC_MAX, KMALLOC_MIN, size_class};
 pub use geometry::{L1_CACHE_BYTES, MAX_OBJECT_SIZE, MAX_SLAB_ORDER, OFF_SLAB_LIMIT};
-pub use ops::{ObjectInfo, Owner, SlabOptions};
+pub use ops::{ObjectInfo, Owner, Refused, SlabOptions};
 pub use stats::SlabStats;

@@ -55,6 +55,15 @@ pub struct ObjectInfo {
     pub allocated: bool,
 }
 
+/// A free whose live mark could not be taken: the token for
+/// [`SlabCaches::refuse_free`](super::SlabCaches::refuse_free), which names the error.
+#[derive(Debug)]
+#[must_use]
+pub struct Refused {
+    /// The mark was taken, but the object is another cache's: it goes back.
+    other_cache: bool,
+}
+
 /// The operations on one cache, and what they need. See the [module docs](self).
 pub(super) struct Core<B: SlabBackend> {
     pub backend: B,
@@ -251,27 +260,25 @@ impl<B: SlabBackend> Core<B> {
 
     /// Takes the live mark of `addr` for a user's free into `cache` (see `live.rs`):
     /// `Ok` when `addr` started an object of `cache` in a user's hands (it is the
-    /// caller's to free now), else the error, judged under the cache lock, counted and
-    /// reported, with nothing changed.
+    /// caller's to free now); otherwise nothing changed, and [`refuse_free`]
+    /// (Self::refuse_free) says why.
     #[inline]
     pub fn take_live<I: InterruptControl, F: CacheFront>(
         &self,
         cache: &SlabCache<I, F>,
         addr: usize,
-    ) -> Result<(), SlabError> {
-        if self.owners.live.take(addr) {
-            // The object pins its page while it is out: one read of the entry is exact.
-            if self
+    ) -> Result<(), Refused> {
+        let taken = self.owners.live.take(addr);
+        // The object pins its page while it is out: one read of the entry is exact.
+        if taken
+            && self
                 .owners
                 .entry(addr)
                 .is_some_and(|e| e.cache.load(Ordering::Acquire) == cache.as_owner())
-            {
-                return Ok(());
-            }
-            // Another cache's live object: not ours to take.
-            self.owners.live.put_back(addr);
+        {
+            return Ok(());
         }
-        Err(self.refuse_free(cache, addr))
+        Err(Refused { other_cache: taken })
     }
 
     /// Takes the live mark of `addr` for a free that does not know the cache (`kfree`):
@@ -300,17 +307,24 @@ impl<B: SlabBackend> Core<B> {
         self.owners.live.put_back(addr);
     }
 
-    /// Why a free of `addr` into `cache` whose live mark was clear is bad (or another
-    /// cache's object): judged under the cache lock, counted and reported.
+    /// The error of a free of `addr` into `cache` that [`take_live`](Self::take_live)
+    /// refused: the mark of another cache's object goes back, then the free is judged
+    /// under the cache lock, counted and reported. Always `Err`, as a `Result` that a
+    /// free returns as is: out of line and in tail position, so that the free's hit
+    /// path keeps neither a register nor stack for it.
     #[cold]
     #[inline(never)]
-    fn refuse_free<I: InterruptControl, F: CacheFront>(
+    pub fn refuse_free<I: InterruptControl, F: CacheFront>(
         &self,
         cache: &SlabCache<I, F>,
         addr: usize,
-    ) -> SlabError {
+        refused: Refused,
+    ) -> Result<(), SlabError> {
+        if refused.other_cache {
+            self.owners.live.put_back(addr);
+        }
         let fault = cache.judge_free(&mut cache.state.lock(), &self.owners, addr);
-        self.fail(cache, fault, addr)
+        Err(self.fail(cache, fault, addr))
     }
 
     /// Frees `addr` into the general cache that owns its page (`kfree` of a slab
@@ -333,7 +347,9 @@ impl<B: SlabBackend> Core<B> {
                 Owner::Cache(cache) => cache,
             };
             if cache.general {
-                self.take_live(cache, addr).map_err(Some)?;
+                if let Err(refused) = self.take_live(cache, addr) {
+                    return self.refuse_free(cache, addr, refused).map_err(Some);
+                }
                 // The object pins its page now: the cache cannot change under the free.
                 return self.free(cache, addr).map_err(Some);
             }
