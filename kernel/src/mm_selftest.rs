@@ -12,11 +12,17 @@
 //!
 //! After each phase the free-frame counts, the buddy free lists (so: fully
 //! coalesced) and the range allocator's segments must be exactly as before. The
-//! allocations are chained through their own memory (the first word of each block
-//! or range points to the previous one), so the test needs no memory of its own.
+//! allocations are recorded in their own memory, so the test needs no memory of its
+//! own: each range's first word points to the previous range, and the frame blocks are
+//! listed in ledgers, blocks of the test's own whose first page holds up to
+//! [`LEDGER_ENTRIES`] others. Ledgers rather than a word in every block: QEMU backs guest
+//! RAM with transparent huge pages, so a write into each 4 MiB block would make the host
+//! back half the guest's RAM (8 GiB of host memory for a 16 GiB guest); with ledgers the
+//! test touches one page per 500 blocks.
 
 use mm::{FrameError, PAGE_SIZE, PhysAddr, RangeError, RangeFlags, Zone};
 
+use core::mem::size_of;
 use core::sync::atomic::Ordering;
 
 use crate::heap::TABLE_FRAMES;
@@ -40,13 +46,13 @@ pub fn run(exhaust: bool) {
         before.pages.free_frames, before.pages.free_dma_frames
     );
 
-    let (blocks, frames) = exhaust_frames();
+    let (ledgers, frames) = exhaust_frames();
     assert_eq!(
         frames, before.pages.free_frames,
         "every free frame could be allocated"
     );
     assert_eq!(heap.stats().pages.free_frames, 0);
-    free_frames(blocks);
+    free_frames(ledgers);
     heap.check_invariants();
     assert_eq!(
         heap.stats().pages,
@@ -56,7 +62,7 @@ pub fn run(exhaust: bool) {
     println!(
         "mm self-test: frames: {frames} allocated in {} blocks until out of memory, all freed, \
          counts restored",
-        blocks.1
+        ledgers.blocks
     );
 
     // The first pass builds the page tables of the window it touches; the kernel
@@ -109,23 +115,68 @@ pub fn run(exhaust: bool) {
 /// A chain of allocations, threaded through their first word: (head, count).
 type Chain = (Option<u64>, usize);
 
-fn exhaust_frames() -> (Chain, usize) {
+/// Entries in a ledger's first page, after its three header words (the previous
+/// ledger, the ledger's own order, the number of entries).
+const LEDGER_ENTRIES: usize = PAGE_SIZE / size_of::<u64>() - 3;
+
+/// The frame blocks taken by [`exhaust_frames`]: the newest ledger and the number of
+/// blocks, ledgers included.
+#[derive(Clone, Copy)]
+struct Ledgers {
+    newest: Option<u64>,
+    blocks: usize,
+}
+
+impl Ledgers {
+    /// The words of the ledger at `block`, through the direct map.
+    fn words(block: u64) -> *mut u64 {
+        (PHYS_OFFSET + block) as *mut u64
+    }
+
+    /// Records a block just allocated: in the newest ledger while it has room, else
+    /// the block becomes the newest ledger.
+    fn record(&mut self, block: u64, order: usize) {
+        let words = Self::words(block);
+        if let Some(ledger) = self.newest {
+            let ledger = Self::words(ledger);
+            // SAFETY: `ledger` is a block of ours (allocated, not freed) whose first page
+            // holds the header and `LEDGER_ENTRIES` entries; we write inside that page.
+            unsafe {
+                let count = ledger.add(2).read() as usize;
+                if count < LEDGER_ENTRIES {
+                    // Blocks are page-aligned, so the order fits in the low bits.
+                    ledger.add(3 + count).write(block | order as u64);
+                    ledger.add(2).write(count as u64 + 1);
+                    self.blocks += 1;
+                    return;
+                }
+            }
+        }
+        // SAFETY: the block was just allocated to us; its first page, reached through
+        // the direct map, is ours to use.
+        unsafe {
+            words.write(self.newest.unwrap_or(u64::MAX));
+            words.add(1).write(order as u64);
+            words.add(2).write(0);
+        }
+        self.newest = Some(block);
+        self.blocks += 1;
+    }
+}
+
+fn exhaust_frames() -> (Ledgers, usize) {
     let heap = crate::heap::HEAP.get().expect("heap");
-    let mut chain: Chain = (None, 0);
+    let mut ledgers = Ledgers {
+        newest: None,
+        blocks: 0,
+    };
     let mut frames = 0;
     for zone in [Zone::Normal, Zone::Dma] {
         for order in (0..=mm::page::MAX_ORDER).rev() {
             loop {
                 match heap.alloc_frames(order, zone) {
                     Ok(PhysAddr(block)) => {
-                        // SAFETY: the block was just allocated to us; its first two
-                        // words, reached through the direct map, are ours to use.
-                        unsafe {
-                            let words = (PHYS_OFFSET + block) as *mut u64;
-                            words.write(chain.0.unwrap_or(u64::MAX));
-                            words.add(1).write(order as u64);
-                        }
-                        chain = (Some(block), chain.1 + 1);
+                        ledgers.record(block, order);
                         frames += 1 << order;
                     }
                     Err(FrameError::OutOfMemory) => break,
@@ -136,20 +187,28 @@ fn exhaust_frames() -> (Chain, usize) {
             }
         }
     }
-    (chain, frames)
+    (ledgers, frames)
 }
 
-fn free_frames(chain: Chain) {
+fn free_frames(ledgers: Ledgers) {
     let heap = crate::heap::HEAP.get().expect("heap");
-    let mut next = chain.0;
-    while let Some(block) = next {
-        // SAFETY: `block` is one of ours (see `exhaust_frames`), still allocated.
-        let (previous, order) = unsafe {
-            let words = (PHYS_OFFSET + block) as *const u64;
-            (words.read(), words.add(1).read())
-        };
-        heap.free_frames(PhysAddr(block), order as usize)
-            .expect("freeing our own block");
+    let mut next = ledgers.newest;
+    while let Some(ledger) = next {
+        let words = Ledgers::words(ledger);
+        // SAFETY: `ledger` is one of ours (see `Ledgers::record`), still allocated, and
+        // its header and first `count` entries were written.
+        let (previous, order, count) =
+            unsafe { (words.read(), words.add(1).read(), words.add(2).read()) };
+        for index in 0..count as usize {
+            // SAFETY: as above, an entry below `count`.
+            let entry = unsafe { words.add(3 + index).read() };
+            let block = entry & !(PAGE_SIZE as u64 - 1);
+            let block_order = (entry & (PAGE_SIZE as u64 - 1)) as usize;
+            heap.free_frames(PhysAddr(block), block_order)
+                .expect("freeing our own block");
+        }
+        heap.free_frames(PhysAddr(ledger), order as usize)
+            .expect("freeing our own ledger");
         next = (previous != u64::MAX).then_some(previous);
     }
 }

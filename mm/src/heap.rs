@@ -90,6 +90,24 @@ impl<'m, P: Platform> Heap<'m, P> {
         self.ranges.lock().new_range(pages, flags, &self.backing())
     }
 
+    /// As [`new_range`](Self::new_range), at an address that is a multiple of `align`
+    /// bytes (a power of two, at least [`PAGE_SIZE`](crate::PAGE_SIZE), else
+    /// `InvalidAlignment`). The
+    /// range is carved out of a free segment at the first aligned address that fits;
+    /// the space before and after it stays free, so the range maps exactly `pages`
+    /// pages. Instant fit for `pages` plus the padding, then (rarely) a scan of the
+    /// free segments that could still hold it; it fails only when none can.
+    pub fn new_range_aligned(
+        &self,
+        pages: usize,
+        align: usize,
+        flags: RangeFlags,
+    ) -> Result<usize, RangeError> {
+        self.ranges
+            .lock()
+            .new_range_aligned(pages, align, flags, &self.backing())
+    }
+
     /// Deletes the range that starts at `addr`: a `MAP` range is unmapped and its frames
     /// released (freed, unless someone pinned one with `get_page`); a reserved range just
     /// becomes free address space again (its mappings, if any, are the caller's).

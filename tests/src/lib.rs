@@ -177,6 +177,82 @@ pub fn build_kernel(profile: Profile) -> io::Result<PathBuf> {
         .join("kernel"))
 }
 
+/// The least guest RAM `scripts/run` accepts. The kernel stops with "not enough RAM"
+/// when less than 4 MiB is free after its image, page tables and page descriptors
+/// (`kernel/src/heap.rs`): a debug kernel (its image is about 6 MiB, most of it the CPUs'
+/// stacks) needs 11 MiB; 16 MiB leaves room for the image to grow.
+pub const MIN_MEM_BYTES: u64 = 16 << 20;
+
+/// Above this much guest RAM, QEMU is told not to reserve it up front (the memory
+/// backend's `reserve=off`): otherwise QEMU refuses a guest larger than the host's
+/// memory, although the kernel touches only about 2% of it (its page descriptors and
+/// the slab layer's owner table).
+pub const RESERVE_LIMIT_BYTES: u64 = 8 << 30;
+
+impl Machine {
+    /// The most guest RAM `scripts/run` accepts on this machine. The kernel's page
+    /// descriptors (24 bytes per 4 KiB frame) must fit in the RAM after the kernel
+    /// below 4 GiB, which QEMU makes 3 GiB on `pc` and 2 GiB on `q35` when the guest has
+    /// more than that; beyond, the kernel stops with "too much RAM" (at 511 GiB on pc,
+    /// 340 GiB on q35 with today's debug image). These leave room for the image to grow.
+    pub fn max_mem_bytes(self) -> u64 {
+        match self {
+            Self::Pc => 500 << 30,
+            Self::Q35 => 330 << 30,
+        }
+    }
+}
+
+/// The bytes a QEMU `-m` size stands for: a number with an optional suffix K, M, G or
+/// T (powers of 1024; no suffix means MiB, as QEMU reads it). `None` when it is not one.
+pub fn parse_mem_size(size: &str) -> Option<u64> {
+    let size = size.strip_prefix("size=").unwrap_or(size);
+    let (number, shift) = match size.char_indices().last()? {
+        (at, 'k' | 'K') => (&size[..at], 10),
+        (at, 'm' | 'M') => (&size[..at], 20),
+        (at, 'g' | 'G') => (&size[..at], 30),
+        (at, 't' | 'T') => (&size[..at], 40),
+        _ => (size, 20),
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// The number of CPUs QEMU gives the guest for these `-smp` values, in command-line
+/// order. QEMU merges every `-smp` into one option list where a later key overrides an
+/// earlier one (so the last CPU count wins), a bare number is `cpus=`, and without
+/// `cpus` the count is `maxcpus` or the product of the topology that is given.
+/// `None` when a value is not understood.
+pub fn effective_smp<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<u32> {
+    let mut merged: Vec<(&str, u32)> = Vec::new();
+    for value in values {
+        for (index, part) in value.split(',').enumerate() {
+            let (key, number) = match part.split_once('=') {
+                Some((key, number)) => (key, number),
+                None if index == 0 => ("cpus", part),
+                None => return None,
+            };
+            let number = number.parse().ok()?;
+            merged.retain(|&(seen, _)| seen != key);
+            merged.push((key, number));
+        }
+    }
+    let get = |key: &str| {
+        merged
+            .iter()
+            .find(|&&(seen, _)| seen == key)
+            .map(|&(_, n)| n)
+    };
+    let topology = ["sockets", "dies", "clusters", "cores", "threads"];
+    get("cpus")
+        .filter(|&n| n > 0)
+        .or(get("maxcpus"))
+        .or_else(|| {
+            topology.iter().try_fold(1u32, |product, key| {
+                product.checked_mul(get(key).unwrap_or(1))
+            })
+        })
+}
+
 /// Everything that decides one QEMU run.
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
@@ -216,11 +292,37 @@ impl QemuConfig {
         self.accel.unwrap_or_else(|| default_accel().0)
     }
 
+    /// The CPUs the guest will have: [`smp`](Self::smp), unless a `-smp` among the
+    /// extra arguments changes it (see [`effective_smp`]).
+    pub fn effective_smp(&self) -> Option<u32> {
+        let ours = self.smp.to_string();
+        let mut values = vec![ours.as_str()];
+        let mut args = self.extra_args.iter();
+        while let Some(arg) = args.next() {
+            if matches!(arg.as_str(), "-smp" | "--smp") {
+                values.push(args.next()?);
+            }
+        }
+        effective_smp(values)
+    }
+
     /// The full QEMU argument list.
     pub fn qemu_args(&self) -> Vec<String> {
+        let mut machine = self.machine.qemu_name().to_string();
+        let mut backend = Vec::new();
+        if parse_mem_size(&self.mem).is_some_and(|bytes| bytes > RESERVE_LIMIT_BYTES) {
+            machine.push_str(",memory-backend=guest-ram");
+            backend = vec![
+                "-object".into(),
+                format!(
+                    "memory-backend-ram,id=guest-ram,size={},reserve=off",
+                    self.mem
+                ),
+            ];
+        }
         let mut args: Vec<String> = vec![
             "-machine".into(),
-            self.machine.qemu_name().into(),
+            machine,
             "-m".into(),
             self.mem.clone(),
             "-smp".into(),
@@ -238,6 +340,7 @@ impl QemuConfig {
             "-device".into(),
             "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
         ];
+        args.extend(backend);
         match self.resolved_accel() {
             // The host's CPU model, less IA32_ARCH_CAPABILITIES: some KVM set-ups
             // (kvm_pvm, on the machines this project is tested on, among them) refuse
@@ -398,4 +501,60 @@ pub fn run(config: &QemuConfig, echo: bool) -> io::Result<RunResult> {
         stderr,
         elapsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_are_read_as_qemu_reads_them() {
+        assert_eq!(parse_mem_size("128M"), Some(128 << 20));
+        assert_eq!(parse_mem_size("128"), Some(128 << 20), "no suffix: MiB");
+        assert_eq!(parse_mem_size("8G"), Some(8 << 30));
+        assert_eq!(parse_mem_size("1t"), Some(1 << 40));
+        assert_eq!(parse_mem_size("65536K"), Some(64 << 20));
+        assert_eq!(parse_mem_size("size=2G"), Some(2 << 30));
+        assert_eq!(parse_mem_size("12x"), None);
+        assert_eq!(parse_mem_size(""), None);
+        assert_eq!(parse_mem_size("99999999999T"), None, "overflow");
+    }
+
+    #[test]
+    fn the_last_smp_wins_as_qemu_merges_them() {
+        let mut config = QemuConfig::new(PathBuf::from("kernel"));
+        config.smp = 4;
+        assert_eq!(config.effective_smp(), Some(4));
+        config.extra_args = ["-smp", "2"].map(String::from).to_vec();
+        assert_eq!(config.effective_smp(), Some(2));
+        config.extra_args = ["-smp", "2", "-d", "int", "--smp", "8"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(config.effective_smp(), Some(8));
+        config.extra_args = ["-smp", "6,sockets=2,cores=3"].map(String::from).to_vec();
+        assert_eq!(config.effective_smp(), Some(6));
+        assert_eq!(effective_smp(["sockets=2,cores=3,threads=2"]), Some(12));
+        assert_eq!(effective_smp(["4", "maxcpus=8"]), Some(4), "cpus is kept");
+        assert_eq!(effective_smp(["cores=3", "cores=5"]), Some(5));
+        assert_eq!(effective_smp(["four"]), None);
+        config.extra_args = vec!["-smp".into()];
+        assert_eq!(config.effective_smp(), None, "-smp without a value");
+    }
+
+    #[test]
+    fn large_guests_are_not_reserved_up_front() {
+        let mut config = QemuConfig::new(PathBuf::from("kernel"));
+        config.accel = Some(Accel::Tcg);
+        assert!(
+            !config
+                .qemu_args()
+                .iter()
+                .any(|arg| arg.contains("reserve=off"))
+        );
+        config.mem = "64G".into();
+        config.machine = Machine::Q35;
+        let args = config.qemu_args();
+        assert!(args.contains(&"q35,memory-backend=guest-ram".to_string()));
+        assert!(args.contains(&"memory-backend-ram,id=guest-ram,size=64G,reserve=off".to_string()));
+    }
 }

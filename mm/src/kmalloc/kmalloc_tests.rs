@@ -183,6 +183,42 @@ fn large_requests_get_whole_ranges_and_give_them_back() {
     assert_eq!(snapshot(&heap), before);
 }
 
+/// An alignment beyond a page takes an aligned range: the block maps the pages its size
+/// needs, not `align / PAGE_SIZE - 1` more to slide the start.
+#[test]
+fn an_aligned_large_block_maps_exactly_the_pages_it_needs() {
+    let mut m = HostedMachine::new(HostedLayout::pc());
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let mib = 1 << 20;
+    for (size, align) in [(100, 8 * PAGE_SIZE), (200 << 10, mib), (PAGE_SIZE + 1, mib)] {
+        heap.shrink();
+        let before = snapshot(&heap);
+        let p = slab.kmalloc_aligned(size, align, Gfp::KERNEL).unwrap();
+        assert_eq!(p.addr().get() % align, 0, "{size} bytes at {align:#x}");
+        let pages = size.div_ceil(PAGE_SIZE);
+        let stats = heap.stats();
+        assert_eq!(
+            stats.ranges.allocated_pages,
+            before.stats.ranges.allocated_pages + pages
+        );
+        let new_slabs = stats.ranges.cache_slabs - before.stats.ranges.cache_slabs;
+        assert_eq!(
+            heap.platform().mapped_pages(),
+            before.mapped_pages + pages + new_slabs,
+            "{size} bytes at {align:#x}: exactly ceil(size / 4096) pages mapped"
+        );
+        assert_eq!(slab.ksize(p.as_ptr()), Some(pages * PAGE_SIZE));
+        // SAFETY: `size` bytes, ours, freed once.
+        unsafe {
+            p.write_bytes(7, size);
+            slab.kfree(p.as_ptr()).unwrap();
+        }
+        heap.shrink();
+        assert_eq!(snapshot(&heap), before);
+    }
+}
+
 #[test]
 fn kfree_checks_like_cache_free() {
     let mut m = HostedMachine::new(HostedLayout::pc());

@@ -8,7 +8,9 @@ use crate::slab::{SlabBackend, SlabError};
 use core::ptr::NonNull;
 
 impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
-    /// A run of pages holding `size` bytes at an `align`-aligned address.
+    /// A run of pages holding `size` bytes at an `align`-aligned address. An alignment
+    /// beyond a page takes an aligned range from the range allocator, which leaves the
+    /// padding free, so the block maps exactly the pages `size` needs.
     #[cold]
     #[inline(never)]
     pub(super) fn alloc_large(
@@ -17,28 +19,25 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
         align: usize,
         dma: bool,
     ) -> Result<NonNull<u8>, SlabError> {
-        let align = align.max(PAGE_SIZE);
-        let pages = size
-            .div_ceil(PAGE_SIZE)
-            .max(1)
-            .checked_add(align / PAGE_SIZE - 1)
-            .ok_or(SlabError::OutOfMemory)?;
+        let pages = size.div_ceil(PAGE_SIZE).max(1);
         let slab = self.caches.slab();
         let backend = slab.backend();
-        let start = match backend.alloc_pages(pages, dma, false) {
-            Err(SlabError::OutOfMemory) if self.caches.reclaim_memory() > 0 => {
-                backend.alloc_pages(pages, dma, false)?
+        let alloc = || {
+            if align > PAGE_SIZE {
+                backend.alloc_pages_aligned(pages, align, dma)
+            } else {
+                backend.alloc_pages(pages, dma, false)
             }
+        };
+        let start = match alloc() {
+            Err(SlabError::OutOfMemory) if self.caches.reclaim_memory() > 0 => alloc()?,
             result => result?,
         };
-        let addr = start.next_multiple_of(align);
-        let base = backend.pointer_to(start);
-        if !slab.mark_large(addr, start) {
+        if !slab.mark_large(start, start) {
             backend.free_pages(start);
             return Err(SlabError::OutOfMemory);
         }
-        // The aligned address is inside the run (`align / PAGE_SIZE - 1` spare pages).
-        NonNull::new(base.wrapping_add(addr - start)).ok_or(SlabError::OutOfMemory)
+        NonNull::new(backend.pointer_to(start)).ok_or(SlabError::OutOfMemory)
     }
 
     /// Frees a large allocation whose first page is at `addr`.

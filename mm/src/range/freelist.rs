@@ -17,6 +17,7 @@
 //! the lists' emptiness. Concurrency: under the range lock, like every range structure.
 
 use super::segment::{FreeAdapter, SegRef, Segment};
+use crate::platform::PAGE_SIZE;
 use intrusive_collections::LinkedList;
 
 /// Number of size classes: one per bit of a page count.
@@ -99,6 +100,37 @@ impl FreeLists {
                 return cursor.clone_pointer();
             }
             cursor.move_next();
+        }
+        None
+    }
+
+    /// A free segment holding `pages` pages (`pages > 0`) from an address that is a
+    /// multiple of `align` bytes (a power of two, at least a page), and the offset in
+    /// pages of that address in the segment. Instant fit for `pages` plus the most
+    /// padding an alignment can need (any segment that large holds an aligned run); when
+    /// no class has one, a first-fit scan of the classes that could still hold the run
+    /// at a lucky address, so that a request fails only when no free segment can hold it.
+    pub fn find_aligned(&self, pages: usize, align: usize) -> Option<(SegRef, usize)> {
+        let offset_in = |segment: &Segment| {
+            let aligned = segment.start().checked_next_multiple_of(align)?;
+            let offset = (aligned - segment.start()) / PAGE_SIZE;
+            (offset.checked_add(pages)? <= segment.pages()).then_some(offset)
+        };
+        let padded = pages.checked_add(align / PAGE_SIZE - 1);
+        // A segment of `padded` pages always holds the run; `offset_in` only finds where.
+        let instant = padded.and_then(|padded| self.find(padded));
+        if let Some(found) = instant.and_then(|segment| Some((offset_in(&segment)?, segment))) {
+            return Some((found.1, found.0));
+        }
+        let highest = padded.map_or(CLASSES - 1, class_of);
+        for list in &self.lists[class_of(pages)..=highest] {
+            let mut cursor = list.front();
+            while let Some(segment) = cursor.get() {
+                if let Some(offset) = offset_in(segment) {
+                    return Some((cursor.clone_pointer()?, offset));
+                }
+                cursor.move_next();
+            }
         }
         None
     }

@@ -32,6 +32,7 @@
 //! | operation   | takes | because                                                   |
 //! |-------------|-------|-----------------------------------------------------------|
 //! | `new_range` | 1     | carving the range off a larger free segment splits it     |
+//! | aligned     | 2     | the padding before an aligned start stays free: in 3      |
 //! | `reserve`   | 2     | carving from the middle of a free segment splits it in 3  |
 //! | `del_range` | 0     | coalescing only ever gives descriptors back (up to 2)     |
 //! | grow cache  | 1     | the slab's one-page range is carved like `new_range`      |
@@ -197,8 +198,23 @@ impl RangeAllocator {
         flags: RangeFlags,
         backing: &Backing<'_, '_, P>,
     ) -> Result<usize, RangeError> {
+        self.new_range_aligned(pages, PAGE_SIZE, flags, backing)
+    }
+
+    /// Allocates a range of `pages` pages starting at a multiple of `align` bytes; see
+    /// [`crate::Heap::new_range_aligned`].
+    pub(crate) fn new_range_aligned<P: Platform>(
+        &mut self,
+        pages: usize,
+        align: usize,
+        flags: RangeFlags,
+        backing: &Backing<'_, '_, P>,
+    ) -> Result<usize, RangeError> {
         if pages == 0 {
             return Err(RangeError::InvalidSize);
+        }
+        if !align.is_power_of_two() || align < PAGE_SIZE {
+            return Err(RangeError::InvalidAlignment { align });
         }
         if !flags.contains(RangeFlags::MAP) && flags != RangeFlags::NONE {
             return Err(RangeError::InvalidFlags);
@@ -207,9 +223,15 @@ impl RangeAllocator {
             return Err(RangeError::OutOfVirtualSpace);
         }
         self.refill(backing);
-        let free = self.free.find(pages).ok_or(RangeError::OutOfVirtualSpace)?;
-        self.check_descriptors(usize::from(free.pages() > pages))?;
-        let used = self.carve(free, 0, pages, SegmentKind::Allocated(flags));
+        let (free, offset) = self
+            .free
+            .find_aligned(pages, align)
+            .ok_or(RangeError::OutOfVirtualSpace)?;
+        // The padding before the aligned start and the rest after it stay free: up to two
+        // splits, as for `reserve` (`MAX_TAKEN_BY_OP`).
+        let splits = usize::from(offset > 0) + usize::from(free.pages() > offset + pages);
+        self.check_descriptors(splits)?;
+        let used = self.carve(free, offset, pages, SegmentKind::Allocated(flags));
         let start = used.start();
         if flags.contains(RangeFlags::MAP) {
             let zone = if flags.contains(RangeFlags::DMA) {

@@ -66,6 +66,11 @@ pub enum RangeError {
     InvalidSize,
     /// `DMA` or `ZERO` without `MAP`.
     InvalidFlags,
+    /// An alignment that is not a power of two at least the page size.
+    InvalidAlignment {
+        /// The alignment asked for, in bytes.
+        align: usize,
+    },
     /// `addr` is not page-aligned.
     Misaligned {
         /// The address.

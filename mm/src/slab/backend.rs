@@ -14,7 +14,7 @@ use crate::range::{RangeError, RangeFlags};
 /// # Safety
 ///
 /// Implementors guarantee that `alloc_pages` returns the page-aligned start of `pages`
-/// pages inside `window()`, readable and writable through `pointer_to`, zeroed when
+/// pages inside `window()` (`alloc_pages_aligned`: aligned as asked), readable and writable through `pointer_to`, zeroed when
 /// asked, used by nothing else until `free_pages` of that start; that `pages_at` returns
 /// the page count of such a run; and that `pointer_to(addr)` has address `addr`.
 pub unsafe trait SlabBackend: Sync {
@@ -25,7 +25,17 @@ pub unsafe trait SlabBackend: Sync {
     /// `zero`); returns the first address.
     fn alloc_pages(&self, pages: usize, dma: bool, zero: bool) -> Result<usize, SlabError>;
 
-    /// Gives back a run that `alloc_pages` returned.
+    /// As [`alloc_pages`](Self::alloc_pages) (not zeroed), from an address that is a
+    /// multiple of `align` (a power of two, at least a page): exactly `pages` pages, the
+    /// padding an alignment needs stays free.
+    fn alloc_pages_aligned(
+        &self,
+        pages: usize,
+        align: usize,
+        dma: bool,
+    ) -> Result<usize, SlabError>;
+
+    /// Gives back a run that `alloc_pages` or `alloc_pages_aligned` returned.
     fn free_pages(&self, start: usize);
 
     /// The size in pages of the run that starts at `start`.
@@ -62,6 +72,30 @@ unsafe impl<P: Platform> SlabBackend for &Heap<'_, P> {
             );
             SlabError::OutOfMemory
         })
+    }
+
+    fn alloc_pages_aligned(
+        &self,
+        pages: usize,
+        align: usize,
+        dma: bool,
+    ) -> Result<usize, SlabError> {
+        let flags = if dma {
+            RangeFlags::MAP | RangeFlags::DMA
+        } else {
+            RangeFlags::MAP
+        };
+        self.new_range_aligned(pages, align, flags)
+            .map_err(|error| {
+                debug_assert!(
+                    matches!(
+                        error,
+                        RangeError::OutOfMemory | RangeError::OutOfVirtualSpace
+                    ),
+                    "new_range_aligned({pages}, {align:#x}, {flags:?}): {error:?}"
+                );
+                SlabError::OutOfMemory
+            })
     }
 
     fn free_pages(&self, start: usize) {

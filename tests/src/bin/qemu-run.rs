@@ -4,7 +4,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kernel_tests::{Accel, Machine, Profile, QemuConfig, build_kernel, default_accel, run};
+use kernel_tests::{
+    Accel, MIN_MEM_BYTES, Machine, Profile, QemuConfig, build_kernel, default_accel,
+    parse_mem_size, run,
+};
 
 const USAGE: &str = "\
 usage: scripts/run [options] [-- qemu arguments...]
@@ -13,7 +16,10 @@ Builds the kernel and boots it in QEMU (serial console here, no window).
 
 options:
   --smp N            number of CPUs (default 4)
-  --mem SIZE         guest RAM, e.g. 64M, 512M, 8G (default 128M)
+  --mem SIZE         guest RAM, e.g. 64M, 512M, 8G (default 128M): at least 16M,
+                     at most 500G on pc and 330G on q35 (the kernel's page
+                     descriptors must fit below 4 GiB); above 8G QEMU does not
+                     reserve it up front (the kernel touches about 2% of it)
   --machine pc|q35   machine type (default pc)
   --kvm              use KVM even where it would not run ring 0 natively (kvm_pvm)
   --no-kvm           use TCG even where KVM runs natively (the default choice: KVM
@@ -92,6 +98,22 @@ fn parse_args() -> Result<Option<Args>, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
+    let mem_bytes = parse_mem_size(&config.mem).ok_or(format!(
+        "--mem takes a size such as 512M or 8G, not {:?}",
+        config.mem
+    ))?;
+    let most = config.machine.max_mem_bytes();
+    if !(MIN_MEM_BYTES..=most).contains(&mem_bytes) {
+        return Err(format!(
+            "--mem {} is out of range: the kernel needs at least {}M (its image, page \
+             tables and descriptors, and 4 MiB of heap), and on {} at most {}G (its page \
+             descriptors, 24 bytes per 4 KiB of RAM, must fit in the RAM below 4 GiB)",
+            config.mem,
+            MIN_MEM_BYTES >> 20,
+            config.machine.qemu_name(),
+            most >> 30
+        ));
+    }
     for word in words {
         if !config.append.is_empty() {
             config.append.push(' ');
@@ -136,11 +158,14 @@ fn main() -> ExitCode {
         Some(Accel::Tcg) => "--no-kvm",
         None => default_accel().1,
     };
+    // A -smp among QEMU's own arguments (after --) overrides --smp.
+    let cpus = config
+        .effective_smp()
+        .map_or_else(|| "an unknown number of".into(), |n| n.to_string());
     eprintln!(
-        "scripts/run: booting {} on QEMU {} with {} CPUs, {} RAM, {accel} ({why})",
+        "scripts/run: booting {} on QEMU {} with {cpus} CPUs, {} RAM, {accel} ({why})",
         config.kernel.display(),
         config.machine.qemu_name(),
-        config.smp,
         config.mem,
     );
     if config.gdb {
