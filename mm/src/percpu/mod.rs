@@ -3,19 +3,22 @@
 //!
 //! Every cache has, for each CPU, an *array cache*: a stack of up to `limit` free
 //! objects that only that CPU touches. Allocation pops from it and freeing pushes to it,
-//! with the CPU's interrupts off and nothing else: no lock, no atomic read-modify-write,
-//! no shared cache line. Only when the stack is empty (a *miss* on allocation) or full (a
-//! miss on free) does the CPU take the cache's spinlock, once, to move `batchcount`
-//! objects between its stack and the slabs.
+//! with the CPU's interrupts off and no lock; the only shared write is the object's bit
+//! in the live map (one atomic read-modify-write each way: see "What a free checks"
+//! below). Only when the stack is empty (a *miss* on allocation) or full (a miss on
+//! free) does the CPU take the cache's spinlock, once, to move `batchcount` objects
+//! between its stack and the slabs.
 //!
 //! ```text
 //!  alloc                                        free(p)
+//!                                                take p's live mark (none? refuse)
 //!   interrupts off                               interrupts off
 //!   avail > 0 ?  p = entries[--avail]   (hit)    avail < limit ?  entries[avail++] = p  (hit)
 //!   else lock; take batchcount objects           else lock; give entries[0..batchcount]
 //!        from the slabs into entries; unlock          back to the slabs; shift; unlock;
 //!        (none? interrupts on, grow, retry)           push p
 //!   interrupts restored                          interrupts restored
+//!   set p's live mark
 //! ```
 //!
 //! # Why it is safe without a lock
