@@ -489,7 +489,9 @@ impl ActiveCounts {
 }
 
 /// The page allocator's free frames, with the frames the run may keep on purpose:
-/// page tables (never freed) and the range cache's slabs (kept as its reserve).
+/// page tables (never freed), the range cache's slabs (kept as its reserve) and the
+/// slabs of the caches that are never reaped (`NO_REAP`: the cache of caches, which
+/// grows when the stress creates its caches, and keeps the slab after they are gone).
 ///
 /// Reaps first (twice: a reap skips, once, a cache that grew since the last), so that
 /// no free slab holds frames, nor an off-slab descriptor in a general cache.
@@ -499,10 +501,16 @@ fn frame_snapshot() -> (usize, usize, usize) {
     slab().caches().reap();
     heap.shrink();
     let stats = heap.stats();
+    let mut unreaped_pages = 0;
+    slab().caches().for_each_stats(|stats| {
+        if stats.slab.flags.contains(SlabFlags::NO_REAP) {
+            unreaped_pages += stats.slab.total_slabs * stats.slab.pages_per_slab;
+        }
+    });
     (
         stats.pages.free_frames,
         TABLE_FRAMES.load(Ordering::Relaxed),
-        stats.ranges.internal_pages,
+        stats.ranges.internal_pages + unreaped_pages,
     )
 }
 
@@ -682,12 +690,13 @@ fn check_nothing_lost(
         free_after as isize + tables as isize + internal,
         free_before as isize,
         "stress: free frames {free_after} after the run, {free_before} before \
-         ({tables} new page-table frames, {internal} range-cache pages)"
+         ({tables} new page-table frames, {internal} range-cache and unreaped slab pages)"
     );
     slab.caches().set_per_cpu(per_cpu);
     println!(
         "stress: nothing lost: {stress_active} active objects in the stress caches, every \
          other cache back to its count before the run, {free_after} free frames \
-         (+ {tables} page-table frames, {internal:+} range-cache pages) = {free_before} before"
+         (+ {tables} page-table frames, {internal:+} range-cache and unreaped slab pages) = \
+         {free_before} before"
     );
 }
