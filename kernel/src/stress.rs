@@ -287,7 +287,10 @@ impl Shared<'_> {
         let mut next_control = timer::deadline_after_us(CONTROL_PERIOD_US);
         let mut detuned = None;
         let mut provoking = (self.provoke != 0).then(|| crate::provoke::Load::new(cpu));
-        while !timer::expired(self.deadline) {
+        // At least one round, even after the deadline: with many vCPUs on few host cores
+        // (255 on 2), a CPU may first run after a short run is over, and every CPU is
+        // to allocate, free and hand over at least once.
+        loop {
             for _ in 0..64 {
                 self.take_inbox(cpu);
                 let slot = &mut live[rng.below(LIVE_SLOTS)];
@@ -324,6 +327,9 @@ impl Shared<'_> {
                 let pause = self.control_step(&mut rng, &mut detuned);
                 next_control = timer::deadline_after_us(pause);
                 counts.control_steps.fetch_add(1, Ordering::Relaxed);
+            }
+            if timer::expired(self.deadline) {
+                break;
             }
         }
         if let Some(i) = detuned {
