@@ -2,8 +2,10 @@
 //! allocates and frees at once, hands objects to the others and allocates in its
 //! timer interrupt while one CPU shrinks, reaps, drains and retunes; at the end
 //! nothing may be lost. For 1, 2, 4 and 8 CPUs, with the per-CPU caches on and off
-//! and the debug checks on and off, and short runs at 128 and 255 CPUs (QEMU TCG's
-//! most); and its provoking mode (`kernel/src/provoke.rs`, the cross-CPU call and
+//! and the debug checks on and off, and a short run at 128 CPUs (255 CPUs, QEMU TCG's
+//! most, are left to the SMP matrix's boot, whose 100 ms stress also checks that nothing
+//! is lost: a second 255-CPU boot here took 50-80 s on this 2-core machine under load);
+//! and its provoking mode (`kernel/src/provoke.rs`, the cross-CPU call and
 //! shootdown deadlocks of issue 11) at 4, 8 and 16 CPUs.
 
 mod common;
@@ -31,7 +33,7 @@ fn stress_line<'a>(result: &'a RunResult, prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("the log has a line starting {prefix:?}"))
 }
 
-/// Above this many CPUs a run is short and its vCPUs oversubscribe the host (255 on 2
+/// Above this many CPUs a run is short and its vCPUs oversubscribe the host (128 on 2
 /// cores): each runs a few milliseconds now and then, so not every CPU takes a timer
 /// tick during the load, nor does the control CPU reach its first step. The kernel still
 /// makes every CPU run one round of the load, and checks that nothing was lost.
@@ -155,7 +157,6 @@ stress_matrix! {
     smp_8_per_cpu_on_debug: 8, true, true;
     smp_8_per_cpu_off_debug: 8, false, true;
     smp_128_per_cpu_on: 128, true, false;
-    smp_255_per_cpu_on: 255, true, false;
 }
 
 #[test]
