@@ -128,15 +128,12 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
     }
     print_memory_map(boot);
 
-    let mut guard_pages = [0; 2 + 2 * smp::MAX_CPUS];
-    let bsp_guards = [
+    // The BSP's stacks; the APs' are made later, in the heap window, with their guard
+    // pages never mapped (`smp_boot.rs`).
+    let guard_pages = [
         boot::BOOT_STACK.guard_page(),
         gdt::BSP_FAULT_STACK.guard_page(),
     ];
-    let all_guards = bsp_guards.into_iter().chain(smp_boot::guard_pages());
-    for (slot, page) in guard_pages.iter_mut().zip(all_guards) {
-        *slot = page;
-    }
     let extra = memory::paging::ExtraPages {
         guard_pages: &guard_pages,
         mmio: &[smp_boot::xapic_phys_base()],

@@ -7,11 +7,18 @@
 //! and then idles with interrupts on, serving IPIs and timer ticks, until the BSP
 //! posts work for every CPU ([`run_on_every_cpu`]).
 //!
+//! Each AP's stacks and descriptor tables are made at boot for the CPUs the MADT lists
+//! ([`ApResources`]), not kept in statics for `MAX_CPUS` (255) CPUs: an absent CPU
+//! costs no memory.
+//!
 //! [`run_checks`] then proves every CPU does work: each AP bumped a shared counter
-//! and its own under an interrupt-safe lock; every CPU calls `on_each_cpu` at the
-//! same time, so that every CPU runs a function for every other (and the calls
-//! cross while CPUs wait on each other); and the timer ticks on every CPU.
+//! and its own under an interrupt-safe lock; every CPU makes cross-CPU calls at the
+//! same time (all-to-all up to [`ALL_TO_ALL_MAX_CPUS`] CPUs, so that the calls cross
+//! while CPUs wait on each other; a ring beyond, each CPU calling the next); and the
+//! timer ticks on every CPU.
 
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cpu::IrqLock;
@@ -23,22 +30,54 @@ use x86_64::VirtAddr;
 
 use crate::gdt::{CpuTables, FAULT_STACK_SIZE};
 use crate::interrupts::{self, TrapFrame};
-use crate::memory::{MMIO_OFFSET, PHYS_OFFSET};
-use crate::stack::GuardedStack;
+use crate::memory::{MMIO_OFFSET, PHYS_OFFSET, paging};
+use crate::stack::HeapStack;
 
 /// Stack size of each AP.
 const AP_STACK_SIZE: usize = 64 * 1024;
-/// How long to wait for an AP to report in. Generous: under TCG, 64 virtual CPUs
+/// How long to wait for an AP to report in. Generous: under TCG, 255 virtual CPUs
 /// on 2 host cores start slowly.
 const AP_START_TIMEOUT_US: u64 = 5_000_000;
 
-/// Per-CPU stacks and descriptor tables, indexed by CPU index. Index 0 (the BSP)
-/// is unused: the BSP keeps its boot stack and `BSP_TABLES`.
-static AP_STACKS: [GuardedStack<AP_STACK_SIZE>; MAX_CPUS] =
-    [const { GuardedStack::new() }; MAX_CPUS];
-static AP_FAULT_STACKS: [GuardedStack<FAULT_STACK_SIZE>; MAX_CPUS] =
-    [const { GuardedStack::new() }; MAX_CPUS];
-static AP_TABLES: [CpuTables; MAX_CPUS] = [const { CpuTables::new() }; MAX_CPUS];
+/// The highest APIC ID that xAPIC mode can send an IPI to: its destination field has 8
+/// bits, and 0xff is the broadcast. Larger IDs need x2APIC.
+const XAPIC_MAX_APIC_ID: u32 = 0xfe;
+
+/// What one AP needs from the BSP, made for each CPU the MADT lists before any AP
+/// starts (while the BSP is the only CPU, as the allocator's boot-time rules want),
+/// and never freed: its address is the argument the trampoline hands `ap_entry`.
+struct ApResources {
+    index: usize,
+    stack: HeapStack,
+    fault_stack: HeapStack,
+    tables: CpuTables,
+}
+
+impl ApResources {
+    /// The stacks and tables of the AP that will get `index`, or a panic: a machine
+    /// without 80 KiB per listed CPU cannot run what the boot checks run anyway.
+    fn make(index: usize) -> &'static Self {
+        let heap = crate::heap::HEAP
+            .get()
+            .expect("the heap is up before the APs");
+        let stack = |bytes| {
+            let stack = HeapStack::new(heap, bytes).unwrap_or_else(|error| {
+                panic!("smp: no memory for CPU {index}'s stacks: {error:?}")
+            });
+            assert!(
+                paging::translate(stack.guard_page()).is_none(),
+                "the guard page under CPU {index}'s stack is unmapped"
+            );
+            stack
+        };
+        Box::leak(Box::new(Self {
+            index,
+            stack: stack(AP_STACK_SIZE),
+            fault_stack: stack(FAULT_STACK_SIZE),
+            tables: CpuTables::new(),
+        }))
+    }
+}
 
 /// APIC timer period in timer counts, set by the BSP after calibration.
 static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
@@ -46,23 +85,23 @@ static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
 /// The boot check of the interrupt-safe lock: every CPU adds one.
 static SHARED_COUNTER: IrqLock<u64> = IrqLock::new(0);
 
-/// `CROSS_CALLS[s * MAX_CPUS + t]`: times CPU `t` ran a function sent by CPU `s`.
-static CROSS_CALLS: [AtomicU64; MAX_CPUS * MAX_CPUS] =
-    [const { AtomicU64::new(0) }; MAX_CPUS * MAX_CPUS];
+/// Up to this many CPUs the boot check of cross-CPU calls is all-to-all (every CPU
+/// calls every CPU at once: n² calls, which cross while their senders wait on each
+/// other); beyond, a ring (each CPU calls the next online one: n calls), so that 255
+/// CPUs check in seconds under TCG rather than make 65,000 calls.
+const ALL_TO_ALL_MAX_CPUS: usize = 8;
+
+/// `ALL_TO_ALL_CALLS[s][t]`: times CPU `t` ran a function sent by CPU `s`.
+static ALL_TO_ALL_CALLS: [[AtomicU64; ALL_TO_ALL_MAX_CPUS]; ALL_TO_ALL_MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; ALL_TO_ALL_MAX_CPUS] }; ALL_TO_ALL_MAX_CPUS];
+/// `RING_CALLS[t]`: times CPU `t` ran a function sent by its ring predecessor, and
+/// `RING_SENDER[t]`: that sender.
+static RING_CALLS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static RING_SENDER: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(usize::MAX) }; MAX_CPUS];
 
 /// Time from the first INIT to the last AP online, in microseconds.
 static AP_BRINGUP_US: AtomicU64 = AtomicU64::new(0);
 static APS_FAILED: AtomicUsize = AtomicUsize::new(0);
-
-/// The guard pages of all AP stacks, for the page tables.
-pub fn guard_pages() -> impl Iterator<Item = u64> {
-    (1..MAX_CPUS).flat_map(|index| {
-        [
-            AP_STACKS[index].guard_page(),
-            AP_FAULT_STACKS[index].guard_page(),
-        ]
-    })
-}
 
 /// The xAPIC register page (physical), to be mapped uncached.
 pub fn xapic_phys_base() -> u64 {
@@ -153,6 +192,30 @@ pub unsafe fn start_all_cpus(
             cpus.skipped_uncounted
         );
     }
+    // Fail the run rather than run on part of the machine as if all were fine.
+    assert!(
+        cpus.beyond_max_cpus == 0,
+        "smp: the MADT lists {} usable processors, more than the {MAX_CPUS} this kernel \
+         supports (smp::MAX_CPUS)",
+        MAX_CPUS + cpus.beyond_max_cpus
+    );
+    if mode == ApicMode::XApic {
+        let unreachable = cpus
+            .usable()
+            .filter(|entry| entry.apic_id > XAPIC_MAX_APIC_ID)
+            .count();
+        assert!(
+            unreachable == 0,
+            "smp: {unreachable} processors have APIC IDs above {XAPIC_MAX_APIC_ID}, which \
+             xAPIC mode cannot send IPIs to (this CPU has no x2APIC)"
+        );
+    }
+    let aps: Vec<_> = cpus
+        .usable()
+        .filter(|entry| entry.apic_id != bsp_apic_id)
+        .collect();
+    // Indices are handed out in start-up order: the AP started k-th gets index k.
+    let resources: Vec<_> = (1..=aps.len()).map(ApResources::make).collect();
 
     let trampoline_page = (PHYS_OFFSET + TRAMPOLINE_PHYS) as *mut u8;
     // SAFETY: the trampoline page is reserved low RAM, direct-mapped writable.
@@ -160,21 +223,20 @@ pub unsafe fn start_all_cpus(
     let efer_bits = if crate::cpu::has_nx() { 1 << 11 } else { 0 };
 
     let first_init = timer::rdtsc();
-    for entry in cpus.usable().filter(|entry| entry.apic_id != bsp_apic_id) {
-        let Some(index) = percpu::assign_index(entry.apic_id) else {
-            log::warn!("smp: no CPU slot left for APIC ID {}", entry.apic_id);
-            continue;
-        };
+    for (entry, resources) in aps.into_iter().zip(resources) {
+        let index = percpu::assign_index(entry.apic_id)
+            .expect("the MADT lists at most MAX_CPUS usable processors (checked above)");
+        assert_eq!(index, resources.index, "indices are handed out in order");
         let start = ApStart {
             cr3: u32::try_from(pml4).expect("the boot frames (and so the PML4) are below 1 GiB"),
             efer_bits,
-            stack_top: AP_STACKS[index].top(),
+            stack_top: resources.stack.top(),
             entry: ap_entry as *const () as u64,
-            argument: index as u64,
+            argument: resources as *const ApResources as u64,
         };
         let online = &percpu::cpu(index).online;
         // SAFETY: the trampoline is installed and identity-mapped executable in the
-        // tables of `pml4`; the stack of slot `index` is used by no one; `ap_entry`
+        // tables of `pml4`; the stack of `resources` is mapped there and used by no one; `ap_entry`
         // never returns; the target is a CPU the firmware left in wait-for-SIPI.
         let result = percpu::with_local_apic(|lapic| unsafe {
             trampoline::start_ap(
@@ -229,14 +291,20 @@ fn start_local_timer() {
     percpu::with_local_apic(|lapic| lapic.start_timer(count, true));
 }
 
-/// Where each AP arrives from the trampoline, on its own stack, interrupts off.
-extern "C" fn ap_entry(index: u64) -> ! {
-    let index = index as usize;
+/// Where each AP arrives from the trampoline, on its own stack, interrupts off, with
+/// the address of its [`ApResources`].
+extern "C" fn ap_entry(resources: u64) -> ! {
+    // SAFETY: the BSP passes the address of a leaked `ApResources` (never freed, never
+    // written after it was made), and only to the AP it was made for.
+    let resources: &'static ApResources = unsafe { &*(resources as *const ApResources) };
+    let index = resources.index;
     // SAFETY: this AP, once, interrupts off, with the index the BSP gave its APIC ID
     // (checked against the APIC below). First, so that every lock finds its area.
     unsafe { percpu::install_gs(index) };
     crate::cpu::enable_write_back_caching();
-    AP_TABLES[index].load(VirtAddr::new(AP_FAULT_STACKS[index].top()));
+    resources
+        .tables
+        .load(VirtAddr::new(resources.fault_stack.top()));
     interrupts::load();
     // SAFETY: the BSP mapped the APIC page for all CPUs and registered the handlers.
     let lapic = unsafe { LocalApic::enable(xapic_virt_base()) };
@@ -420,19 +488,16 @@ pub fn run_checks() {
         }
     }
 
-    // Every CPU, at the same moment, asks every CPU to record the call.
-    ipi::on_each_cpu(&|| {
-        let sender = current_cpu();
-        ipi::on_each_cpu(&|| {
-            CROSS_CALLS[sender * MAX_CPUS + current_cpu()].fetch_add(1, Ordering::Relaxed);
-        });
-    });
     let is_online = |cpu: usize| percpu::cpu(cpu).online.load(Ordering::Acquire);
-    for sender in (0..percpu::cpu_count()).filter(|&cpu| is_online(cpu)) {
-        for target in (0..percpu::cpu_count()).filter(|&cpu| is_online(cpu)) {
-            let calls = CROSS_CALLS[sender * MAX_CPUS + target].load(Ordering::Relaxed);
-            assert_eq!(calls, 1, "CPU {target} ran CPU {sender}'s call once");
-        }
+    if percpu::cpu_count() <= ALL_TO_ALL_MAX_CPUS {
+        check_calls_all_to_all(is_online);
+        println!("smp: on_each_cpu from every CPU to every CPU: {online}x{online} calls ok");
+    } else {
+        check_calls_in_a_ring(is_online);
+        println!(
+            "smp: on_each_cpu from CPU 0 to every CPU, then on_cpu from every CPU to the \
+             next in a ring: {online}+{online} calls ok"
+        );
     }
     // The last CPU that came online (an AP that missed its start-up time-out parks,
     // and a call to it would wait forever).
@@ -446,10 +511,6 @@ pub fn run_checks() {
         ran_on.load(Ordering::Relaxed),
         last,
         "on_cpu runs on the CPU it names"
-    );
-    println!(
-        "smp: on_each_cpu from every CPU to every CPU: {}x{} calls ok",
-        online, online
     );
 
     // The timer ticks on every CPU.
@@ -473,6 +534,52 @@ pub fn run_checks() {
     // drains and statistics) calls `on_each_cpu` and takes the slab chain and tuning
     // locks, which rules 3 and 4 of `smp/src/ipi.rs` allow only with interrupts on.
     println!("smp: every CPU ran its checks and its timer ticks");
+}
+
+/// Every CPU, at the same moment, asks every CPU to record the call: each runs every
+/// other's call once.
+fn check_calls_all_to_all(is_online: impl Fn(usize) -> bool) {
+    ipi::on_each_cpu(&|| {
+        let sender = current_cpu();
+        ipi::on_each_cpu(&|| {
+            ALL_TO_ALL_CALLS[sender][current_cpu()].fetch_add(1, Ordering::Relaxed);
+        });
+    });
+    for sender in (0..percpu::cpu_count()).filter(|&cpu| is_online(cpu)) {
+        for target in (0..percpu::cpu_count()).filter(|&cpu| is_online(cpu)) {
+            let calls = ALL_TO_ALL_CALLS[sender][target].load(Ordering::Relaxed);
+            assert_eq!(calls, 1, "CPU {target} ran CPU {sender}'s call once");
+        }
+    }
+}
+
+/// CPU 0 asks every CPU (`on_each_cpu`), and each, at the same moment, asks the next
+/// online CPU (`on_cpu`, wrapping round) to record the call: each runs its
+/// predecessor's call once. Every CPU sends and receives, every mailbox is used, and
+/// the calls still cross while their senders wait, in n calls rather than n².
+fn check_calls_in_a_ring(is_online: impl Fn(usize) -> bool + Sync) {
+    let count = percpu::cpu_count();
+    let next_online = |cpu: usize| {
+        (1..=count)
+            .map(|step| (cpu + step) % count)
+            .find(|&next| is_online(next))
+            .expect("the caller is online")
+    };
+    ipi::on_each_cpu(&|| {
+        let sender = current_cpu();
+        ipi::on_cpu(next_online(sender), &|| {
+            let me = current_cpu();
+            RING_SENDER[me].store(sender, Ordering::Relaxed);
+            RING_CALLS[me].fetch_add(1, Ordering::Relaxed);
+        });
+    });
+    for sender in (0..count).filter(|&cpu| is_online(cpu)) {
+        let target = next_online(sender);
+        let calls = RING_CALLS[target].load(Ordering::Relaxed);
+        assert_eq!(calls, 1, "CPU {target} ran its predecessor's call once");
+        let from = RING_SENDER[target].load(Ordering::Relaxed);
+        assert_eq!(from, sender, "CPU {target}'s call came from CPU {sender}");
+    }
 }
 
 /// What a stalled cross-CPU wait does: print the wait graph and fail the run.

@@ -287,7 +287,10 @@ impl Shared<'_> {
         let mut next_control = timer::deadline_after_us(CONTROL_PERIOD_US);
         let mut detuned = None;
         let mut provoking = (self.provoke != 0).then(|| crate::provoke::Load::new(cpu));
-        while !timer::expired(self.deadline) {
+        // At least one round, even after the deadline: with many vCPUs on few host cores
+        // (255 on 2), a CPU may first run after a short run is over, and every CPU is
+        // to allocate, free and hand over at least once.
+        loop {
             for _ in 0..64 {
                 self.take_inbox(cpu);
                 let slot = &mut live[rng.below(LIVE_SLOTS)];
@@ -324,6 +327,9 @@ impl Shared<'_> {
                 let pause = self.control_step(&mut rng, &mut detuned);
                 next_control = timer::deadline_after_us(pause);
                 counts.control_steps.fetch_add(1, Ordering::Relaxed);
+            }
+            if timer::expired(self.deadline) {
+                break;
             }
         }
         if let Some(i) = detuned {
@@ -489,7 +495,9 @@ impl ActiveCounts {
 }
 
 /// The page allocator's free frames, with the frames the run may keep on purpose:
-/// page tables (never freed) and the range cache's slabs (kept as its reserve).
+/// page tables (never freed), the range cache's slabs (kept as its reserve) and the
+/// slabs of the caches that are never reaped (`NO_REAP`: the cache of caches, which
+/// grows when the stress creates its caches, and keeps the slab after they are gone).
 ///
 /// Reaps first (twice: a reap skips, once, a cache that grew since the last), so that
 /// no free slab holds frames, nor an off-slab descriptor in a general cache.
@@ -499,12 +507,18 @@ fn frame_snapshot() -> (usize, usize, usize) {
     slab().caches().reap();
     heap.shrink();
     let stats = heap.stats();
+    let mut unreaped_pages = 0;
+    slab().caches().for_each_stats(|stats| {
+        if stats.slab.flags.contains(SlabFlags::NO_REAP) {
+            unreaped_pages += stats.slab.total_slabs * stats.slab.pages_per_slab;
+        }
+    });
     // The live map's pages (one per 256 KiB region that ever held a slab) stay while
-    // the allocator lives: counted with the range allocator's own pages.
+    // the allocator lives, like the range allocator's own pages and unreaped slabs.
     (
         stats.pages.free_frames,
         TABLE_FRAMES.load(Ordering::Relaxed),
-        stats.ranges.internal_pages + slab().caches().slab().live_map_pages(),
+        stats.ranges.internal_pages + unreaped_pages + slab().caches().slab().live_map_pages(),
     )
 }
 
@@ -684,13 +698,15 @@ fn check_nothing_lost(
         free_after as isize + tables as isize + internal,
         free_before as isize,
         "stress: free frames {free_after} after the run, {free_before} before \
-         ({tables} new page-table frames, {internal} range-cache and live-map pages)"
+         ({tables} new page-table frames, {internal} range-cache, unreaped slab and \
+         live-map pages)"
     );
     slab.caches().set_per_cpu(per_cpu);
     println!(
         "stress: nothing lost: {stress_active} active objects in the stress caches, every \
          other cache back to its count before the run, {free_after} free frames \
-         (+ {tables} page-table frames, {internal:+} range-cache and live-map pages) = \
+         (+ {tables} page-table frames, {internal:+} range-cache, unreaped slab and \
+         live-map pages) = \
          {free_before} before"
     );
 }

@@ -26,7 +26,7 @@ use std::cell::Cell;
 use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use loom::sync::{Arc, Notify};
 use loom::thread;
-use smp::protocol::{CrossCpu, Ipi, Seam, SeededBugs, Wait};
+use smp::protocol::{CpuSet, CrossCpu, Ipi, Seam, SeededBugs, Wait};
 use std::sync::atomic::Ordering;
 
 const CALL_BIT: u64 = 1;
@@ -195,14 +195,14 @@ impl<const N: usize, const BUG: bool> Cpu<N, BUG> {
         let count = || {
             machine.ran[THIS_CPU.with(Cell::get)].fetch_add(1, Ordering::Relaxed);
         };
-        machine.board.call(self, (1 << N) - 1, &count, true);
+        machine.board.call(self, CpuSet::first(N), &count, true);
     }
 
     /// Unmaps "the page" (drops its own translation) and shoots it down everywhere;
     /// afterwards no CPU may still hold it.
     fn unmap_and_shoot_down(&self) {
         self.flush_tlb();
-        self.machine.board.shootdown(self, (1 << N) - 1);
+        self.machine.board.shootdown(self, CpuSet::first(N));
         for cpu in 0..N {
             assert!(
                 !self.machine.stale[cpu].load(Ordering::Acquire),

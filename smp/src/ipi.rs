@@ -59,7 +59,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::percpu::{self, current_cpu};
-use crate::protocol::{CrossCpu, Ipi, Seam, Wait, WaitKind};
+use crate::protocol::{CpuSet, CrossCpu, Ipi, Seam, Wait, WaitKind};
 use crate::{MAX_CPUS, timer, vectors};
 
 /// The protocol's state for the whole machine.
@@ -201,10 +201,8 @@ impl fmt::Display for WaitGraph {
                 )?;
             } else {
                 write!(f, "waits for {} from cpus", wait.kind.name())?;
-                let mut cpus = wait.cpus;
-                while cpus != 0 {
-                    write!(f, " {}", cpus.trailing_zeros())?;
-                    cpus &= cpus - 1;
+                for cpu in wait.cpus.iter() {
+                    write!(f, " {cpu}")?;
                 }
             }
             writeln!(
@@ -219,23 +217,19 @@ impl fmt::Display for WaitGraph {
     }
 }
 
-/// The online CPUs, as one mask read once (so that the CPUs a call counts are exactly
+/// The online CPUs, as one set read once (so that the CPUs a call counts are exactly
 /// the CPUs it sends to).
-pub(crate) fn online_mask() -> u64 {
-    let mut mask = 0;
-    for cpu in 0..percpu::cpu_count() {
-        if percpu::cpu(cpu).online.load(Ordering::Acquire) {
-            mask |= 1 << cpu;
-        }
-    }
-    mask
+pub(crate) fn online_cpus() -> CpuSet {
+    (0..percpu::cpu_count())
+        .filter(|&cpu| percpu::cpu(cpu).online.load(Ordering::Acquire))
+        .collect()
 }
 
 /// Runs `function` on every online CPU, the caller included, and returns when all
 /// have run it. Rule 3: interrupts on, or an interrupt handler with no critical
 /// section open.
 pub fn on_each_cpu(function: &(dyn Fn() + Sync)) {
-    BOARD.call(&Hardware, online_mask(), function, true);
+    BOARD.call(&Hardware, online_cpus(), function, true);
 }
 
 /// Runs `function` on the online CPU `target` (in its interrupt context, or directly
@@ -249,18 +243,14 @@ pub fn on_cpu(target: usize, function: &(dyn Fn() + Sync)) {
         debug_assert!(percpu::may_serve_calls(), "on_cpu: see rule 3 in ipi.rs");
         Hardware.run_call(function);
     } else {
-        BOARD.call(&Hardware, 1 << target, function, false);
+        BOARD.call(&Hardware, CpuSet::single(target), function, false);
     }
 }
 
 /// Sends every other online CPU the CALL_FUNCTION IPI with nothing in its mailbox:
 /// wakes them from `hlt` without waiting for them.
 pub fn kick_others() {
-    let me = current_cpu();
-    let mut others = online_mask() & !(1 << me);
-    while others != 0 {
-        let cpu = others.trailing_zeros() as usize;
-        others &= others - 1;
+    for cpu in online_cpus().without(current_cpu()).iter() {
         Hardware.send_ipi(cpu, Ipi::Call);
     }
 }

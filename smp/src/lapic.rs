@@ -89,7 +89,12 @@ impl LocalApic {
     fn destination(&self, apic_id: u32) -> u32 {
         match self.mode {
             ApicMode::X2Apic => apic_id,
-            ApicMode::XApic => apic_id << 24,
+            ApicMode::XApic => {
+                // The field has 8 bits (0xff: broadcast): a larger ID would lose its high
+                // bits and reach another CPU. The kernel refuses such CPUs at boot.
+                debug_assert!(apic_id < 0xff, "APIC ID {apic_id} needs x2APIC");
+                apic_id << 24
+            }
         }
     }
 

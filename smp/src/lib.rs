@@ -37,8 +37,10 @@ pub mod tlb;
 #[cfg(not(loom))]
 pub mod trampoline;
 
-/// The most CPUs the kernel supports (a `u64` bitmask of CPUs fits in one word).
-pub const MAX_CPUS: usize = 64;
+/// The most CPUs the kernel supports: 255, QEMU TCG's most vCPUs. Their APIC IDs are
+/// then 0..=254, which xAPIC's 8-bit destination field reaches (255 is its broadcast);
+/// larger IDs need x2APIC (see `smp_boot.rs`). CPU sets are [`protocol::CpuSet`]s.
+pub const MAX_CPUS: usize = 255;
 
 /// Interrupt vectors used by this crate.
 pub mod vectors {

@@ -56,8 +56,6 @@ pub enum SkipReason {
     Disabled,
     /// Disabled but online capable: it could be hot-added, which this kernel does not do.
     NotOnline,
-    /// More processors than `MAX_CPUS`.
-    TooMany,
 }
 
 /// One processor entry of the MADT.
@@ -78,6 +76,9 @@ pub struct CpuList {
     skipped_count: usize,
     /// Skipped entries that did not fit in `skipped`.
     pub skipped_uncounted: usize,
+    /// Enabled processors beyond the first `MAX_CPUS`: counted, not listed, so that the
+    /// kernel reports them once (and fails the run) rather than once each.
+    pub beyond_max_cpus: usize,
 }
 
 impl CpuList {
@@ -88,6 +89,7 @@ impl CpuList {
             skipped: [None; MAX_CPUS],
             skipped_count: 0,
             skipped_uncounted: 0,
+            beyond_max_cpus: 0,
         }
     }
 
@@ -99,7 +101,8 @@ impl CpuList {
                 SkipReason::Disabled
             })
         } else if self.usable_count == MAX_CPUS {
-            Some(SkipReason::TooMany)
+            self.beyond_max_cpus += 1;
+            return;
         } else {
             None
         };
@@ -211,17 +214,15 @@ mod tests {
     }
 
     #[test]
-    fn processors_beyond_max_cpus_are_skipped_not_dropped_silently() {
+    fn processors_beyond_max_cpus_are_counted_not_dropped_silently() {
         let mut list = CpuList::new();
         for id in 0..MAX_CPUS as u32 + 2 {
             list.add(cpu(id), FLAG_ENABLED);
         }
+        list.add(cpu(400), 0);
         assert_eq!(list.usable().count(), MAX_CPUS);
-        assert_eq!(
-            list.skipped()
-                .filter(|(_, r)| *r == SkipReason::TooMany)
-                .count(),
-            2
-        );
+        assert_eq!(list.beyond_max_cpus, 2);
+        // Disabled entries are still listed with their reason, not counted as too many.
+        assert_eq!(list.skipped().count(), 1);
     }
 }

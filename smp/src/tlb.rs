@@ -12,7 +12,7 @@
 //! shootdowns are rare next to allocations, and a counter is all the state the protocol
 //! then needs. Why every spin answers: rule 1 in `ipi.rs`.
 
-use crate::ipi::{BOARD, Hardware, online_mask};
+use crate::ipi::{BOARD, Hardware, online_cpus};
 use crate::percpu;
 
 /// Makes every online CPU flush the translations the caller removed from the shared
@@ -24,7 +24,7 @@ pub fn shootdown() {
     if percpu::cpu_count() <= 1 {
         return; // Before the APs start, or a machine with one CPU.
     }
-    BOARD.shootdown(&Hardware, online_mask());
+    BOARD.shootdown(&Hardware, online_cpus());
 }
 
 /// Flushes this CPU's TLB if a shootdown is pending for it (the TLB_SHOOTDOWN handler,

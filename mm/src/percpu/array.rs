@@ -24,11 +24,19 @@ use crate::sync::cell::RaceCheck;
 use crate::sync::{InterruptsOn, NoInterrupts, SpinLock};
 use core::ptr::NonNull;
 
-/// CPU slots an array table has (the kernel's `smp::MAX_CPUS`).
+/// CPU slots an array table has (the kernel's `smp::MAX_CPUS`, QEMU TCG's 255 vCPUs).
+///
+/// The table is inline in every cache descriptor, 8 bytes a slot: 2040 bytes per cache
+/// however few CPUs are present (about 60 caches in the kernel: some 120 KiB). That is
+/// kept on purpose: the hit path finds this CPU's array with one load at a fixed offset
+/// from the descriptor it already holds, where a table sized at cache creation for the
+/// CPUs present would cost a second, dependent load on every allocation and free. What
+/// an absent CPU would really cost, its arrays (a cache line plus `limit` entries per
+/// cache), it never has: arrays are made by each CPU on its first use of a cache.
 #[cfg(not(loom))]
-pub const MAX_CPUS: usize = 64;
+pub const MAX_CPUS: usize = 255;
 /// CPU slots an array table has: under loom, the CPUs a model has, so that every cache
-/// does not make 64 of loom's atomics in every explored execution.
+/// does not make 255 of loom's atomics in every explored execution.
 #[cfg(loom)]
 pub const MAX_CPUS: usize = crate::loom_cpus::LOOM_CPUS;
 

@@ -7,22 +7,17 @@
 //! Filling a slot and announcing it (pending bit, IPI) happen with interrupts off, as
 //! one step: see deadlock 2 in `ipi.rs`.
 
-#[cfg(not(loom))]
-use core::sync::atomic::AtomicU64;
-#[cfg(loom)]
-use loom::sync::atomic::AtomicU64;
-
 use core::sync::atomic::Ordering;
 
-use super::{CrossCpu, Ipi, Seam, Wait, WaitKind};
+use super::{AtomicCpuSet, CpuSet, CrossCpu, Ipi, Seam, Wait, WaitKind};
 
-/// A function call that other CPUs run.
-pub struct CallRequest {
+/// A function call that other CPUs run, on a board of `N` CPUs.
+pub struct CallRequest<const N: usize> {
     /// The function, with its lifetime erased: the sender keeps the closure alive
     /// until `remaining` is empty.
     function: *const (dyn Fn() + Sync),
-    /// Bit `t`: target `t` has not finished running the function yet.
-    remaining: AtomicU64,
+    /// The targets that have not finished running the function yet.
+    remaining: AtomicCpuSet<N>,
 }
 
 impl<const N: usize> CrossCpu<N> {
@@ -36,7 +31,7 @@ impl<const N: usize> CrossCpu<N> {
     pub fn call<S: Seam>(
         &self,
         seam: &S,
-        targets: u64,
+        targets: CpuSet,
         function: &(dyn Fn() + Sync),
         run_here: bool,
     ) {
@@ -46,29 +41,26 @@ impl<const N: usize> CrossCpu<N> {
              outside an interrupt handler): see the rules in ipi.rs"
         );
         let me = seam.current_cpu();
-        let targets = targets & !(1 << me);
+        let targets = targets.without(me);
         // SAFETY: only the lifetime is erased; `request` and the closure outlive every
         // use of the pointer, because this function returns only once every target has
         // cleared its bit, after its last use of the request.
         let function: *const (dyn Fn() + Sync) = unsafe { core::mem::transmute(function) };
         let request = CallRequest {
             function,
-            remaining: AtomicU64::new(targets),
+            remaining: AtomicCpuSet::from_set(targets),
         };
         let request_ptr = (&raw const request).cast_mut();
-        // One pass over the one mask: the targets counted in `remaining` are exactly the
+        // One pass over the one set: the targets counted in `remaining` are exactly the
         // CPUs sent to.
-        let mut unsent = targets;
-        while unsent != 0 {
-            let target = unsent.trailing_zeros() as usize;
-            unsent &= unsent - 1;
+        for target in targets.iter() {
             self.post(seam, me, target, request_ptr);
         }
         if run_here {
             // SAFETY: the closure behind the pointer is borrowed for this call.
             seam.run_call(unsafe { &*function });
         }
-        if targets == 0 {
+        if targets.is_empty() {
             return;
         }
         let wait = Wait {
@@ -77,7 +69,7 @@ impl<const N: usize> CrossCpu<N> {
         };
         self.begin_wait(me, wait);
         let mut turns = 0;
-        while request.remaining.load(Ordering::Acquire) != 0 {
+        while !request.remaining.is_empty(Ordering::Acquire) {
             // A target may be waiting for us: to run our part of a call it sent first
             // (served here), or, holding a lock with interrupts off, to acknowledge its
             // shootdown (answered here: deadlock 1 when not).
@@ -94,7 +86,7 @@ impl<const N: usize> CrossCpu<N> {
     }
 
     /// Puts `request` into `target`'s slot for `me` and announces it.
-    fn post<S: Seam>(&self, seam: &S, me: usize, target: usize, request: *mut CallRequest) {
+    fn post<S: Seam>(&self, seam: &S, me: usize, target: usize, request: *mut CallRequest<N>) {
         let mailbox = &self.mailboxes[target];
         let slot = &mailbox.slots[me];
         let mut waiting = false;
@@ -119,7 +111,7 @@ impl<const N: usize> CrossCpu<N> {
                     return false;
                 }
                 seam.between_fill_and_announce();
-                mailbox.pending.fetch_or(1 << me, Ordering::AcqRel);
+                mailbox.pending.insert(me, Ordering::AcqRel);
                 seam.send_ipi(target, Ipi::Call);
                 true
             });
@@ -131,7 +123,7 @@ impl<const N: usize> CrossCpu<N> {
             // announced, so `target` takes it; meanwhile serve and answer.
             let wait = Wait {
                 kind: WaitKind::Slot,
-                cpus: 1 << target,
+                cpus: CpuSet::single(target),
             };
             if !waiting {
                 self.begin_wait(me, wait);
@@ -159,30 +151,26 @@ impl<const N: usize> CrossCpu<N> {
         );
         let me = seam.current_cpu();
         let mailbox = &self.mailboxes[me];
-        if mailbox.pending.load(Ordering::Relaxed) == 0 {
+        if mailbox.pending.is_empty(Ordering::Relaxed) {
             return false;
         }
         let served = seam.without_interrupts(|| {
-            let mut pending = mailbox.pending.swap(0, Ordering::AcqRel);
+            let pending = mailbox.pending.take(Ordering::AcqRel);
             let mut served = false;
-            while pending != 0 {
-                let sender = pending.trailing_zeros() as usize;
-                pending &= pending - 1;
+            for sender in pending.iter() {
                 let request = mailbox.slots[sender].swap(core::ptr::null_mut(), Ordering::AcqRel);
                 if request.is_null() {
                     continue;
                 }
                 served = true;
-                // SAFETY: a non-null slot holds a request whose sender waits until our
-                // bit in `remaining` is clear, so the request and its closure are alive
-                // until the `fetch_and` below, after which we touch neither; the
+                // SAFETY: a non-null slot holds a request whose sender waits until we
+                // are out of its `remaining`, so the request and its closure are alive
+                // until the `remove` below, after which we touch neither; the
                 // closure is `Sync`, so running it here while other CPUs run it too is
                 // allowed.
                 unsafe {
                     seam.run_call(&*(*request).function);
-                    (*request)
-                        .remaining
-                        .fetch_and(!(1u64 << me), Ordering::AcqRel);
+                    (*request).remaining.remove(me, Ordering::AcqRel);
                 }
                 Self::count(&self.served[me]);
             }

@@ -18,9 +18,13 @@
 //! who may call what with interrupts off) are written at the top of `ipi.rs`.
 
 mod calls;
+mod cpuset;
 mod shootdown;
 
 pub use calls::CallRequest;
+pub use cpuset::CpuSet;
+
+use cpuset::AtomicCpuSet;
 
 // The protocol's atomics are loom's under `--cfg loom`, so that loom explores every
 // interleaving (and every memory ordering) of exactly this code.
@@ -76,11 +80,11 @@ impl WaitKind {
     }
 }
 
-/// One published wait: what, and for which CPUs (a bitmask, as the wait began).
+/// One published wait: what, and for which CPUs (as the wait began).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wait {
     pub kind: WaitKind,
-    pub cpus: u64,
+    pub cpus: CpuSet,
 }
 
 /// Defects the model seams may put back on purpose, to show that the loom models catch
@@ -152,14 +156,19 @@ pub unsafe trait Seam {
     fn changed(&self) {}
 }
 
-/// A CPU's mailbox: one slot per sending CPU, and the bits of the full ones.
+/// A CPU's mailbox: one slot per sending CPU, and the set of the full ones.
 struct Mailbox<const N: usize> {
-    /// Bit `s`: slot `s` holds an announced request from CPU `s`.
-    pending: AtomicU64,
-    slots: [AtomicPtr<CallRequest>; N],
+    /// CPU `s` is in it: slot `s` holds an announced request from CPU `s`.
+    pending: AtomicCpuSet<N>,
+    slots: [AtomicPtr<CallRequest<N>>; N],
 }
 
-/// The protocol's shared state for `N` CPUs (at most 64: CPU sets are `u64` masks).
+/// The protocol's shared state for `N` CPUs (at most [`CpuSet::CAPACITY`]).
+///
+/// Its size grows as N²: every mailbox has a slot per sender, 8 bytes each, so the
+/// kernel's board for 255 CPUs is about 0.55 MiB of `.bss`, whatever the number of CPUs
+/// present. (A board sized at boot by the CPUs present would take that back; it is not
+/// worth a `static` that is not `const` yet.)
 pub struct CrossCpu<const N: usize> {
     mailboxes: [CachePadded<Mailbox<N>>; N],
     /// Shootdowns started so far.
@@ -170,7 +179,7 @@ pub struct CrossCpu<const N: usize> {
     /// What each CPU waits for (a [`WaitKind`]) and for which CPUs: published for the
     /// stall reporter, never read by the protocol itself.
     wait_kind: [CachePadded<AtomicU64>; N],
-    wait_cpus: [CachePadded<AtomicU64>; N],
+    wait_cpus: [CachePadded<AtomicCpuSet<N>>; N],
     /// Calls each CPU served, flushes it made on request and shootdowns it started.
     pub(crate) served: [AtomicU64; N],
     pub(crate) flushes: [AtomicU64; N],
@@ -178,7 +187,10 @@ pub struct CrossCpu<const N: usize> {
 }
 
 impl<const N: usize> CrossCpu<N> {
-    const FITS: () = assert!(N >= 1 && N <= 64, "CPU sets are u64 masks");
+    const FITS: () = assert!(
+        N >= 1 && N <= CpuSet::CAPACITY,
+        "more CPUs than a CpuSet holds"
+    );
 
     /// An empty board: no request, no shootdown, nobody waiting.
     #[cfg(not(loom))]
@@ -187,14 +199,14 @@ impl<const N: usize> CrossCpu<N> {
         Self {
             mailboxes: [const {
                 CachePadded::new(Mailbox {
-                    pending: AtomicU64::new(0),
+                    pending: AtomicCpuSet::new(),
                     slots: [const { AtomicPtr::new(core::ptr::null_mut()) }; N],
                 })
             }; N],
             generation: CachePadded::new(AtomicU64::new(0)),
             seen: [const { CachePadded::new(AtomicU64::new(0)) }; N],
             wait_kind: [const { CachePadded::new(AtomicU64::new(0)) }; N],
-            wait_cpus: [const { CachePadded::new(AtomicU64::new(0)) }; N],
+            wait_cpus: [const { CachePadded::new(AtomicCpuSet::new()) }; N],
             served: [const { AtomicU64::new(0) }; N],
             flushes: [const { AtomicU64::new(0) }; N],
             shootdowns: [const { AtomicU64::new(0) }; N],
@@ -210,14 +222,14 @@ impl<const N: usize> CrossCpu<N> {
         Self {
             mailboxes: core::array::from_fn(|_| {
                 CachePadded::new(Mailbox {
-                    pending: AtomicU64::new(0),
+                    pending: AtomicCpuSet::new(),
                     slots: core::array::from_fn(|_| AtomicPtr::new(core::ptr::null_mut())),
                 })
             }),
             generation: CachePadded::new(AtomicU64::new(0)),
             seen: padded(),
             wait_kind: padded(),
-            wait_cpus: padded(),
+            wait_cpus: core::array::from_fn(|_| CachePadded::new(AtomicCpuSet::new())),
             served: atomics(),
             flushes: atomics(),
             shootdowns: atomics(),

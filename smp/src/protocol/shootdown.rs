@@ -10,7 +10,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::{CrossCpu, Ipi, Seam, Wait, WaitKind};
+use super::{CpuSet, CrossCpu, Ipi, Seam, Wait, WaitKind};
 
 impl<const N: usize> CrossCpu<N> {
     /// Makes every CPU of `targets` flush the translations the caller removed from the
@@ -18,9 +18,9 @@ impl<const N: usize> CrossCpu<N> {
     /// have. Callable anywhere, interrupts off and locks held included: its wait only
     /// answers other shootdowns (rule 1 in `ipi.rs`), and every CPU answers in every
     /// wait or takes the IPI.
-    pub fn shootdown<S: Seam>(&self, seam: &S, targets: u64) {
+    pub fn shootdown<S: Seam>(&self, seam: &S, targets: CpuSet) {
         let me = seam.current_cpu();
-        let targets = targets & !(1 << me);
+        let targets = targets.without(me);
         // Catch up first: the caller flushed only its own pages, not those of a
         // shootdown another CPU started meanwhile.
         self.answer_shootdown(seam);
@@ -37,13 +37,11 @@ impl<const N: usize> CrossCpu<N> {
         );
         Self::count(&self.shootdowns[me]);
         seam.changed();
-        let mut unsent = targets;
-        while unsent != 0 {
-            let cpu = unsent.trailing_zeros() as usize;
-            unsent &= unsent - 1;
+        for cpu in targets.iter() {
             seam.send_ipi(cpu, Ipi::Shootdown);
         }
-        let mut waiting = targets | (1 << me);
+        let mut waiting = targets;
+        waiting.insert(me);
         let wait = Wait {
             kind: WaitKind::Shootdown,
             cpus: targets,
@@ -51,15 +49,12 @@ impl<const N: usize> CrossCpu<N> {
         self.begin_wait(me, wait);
         let mut turns = 0;
         loop {
-            let mut unchecked = waiting;
-            while unchecked != 0 {
-                let cpu = unchecked.trailing_zeros() as usize;
-                unchecked &= unchecked - 1;
+            for cpu in waiting.iter() {
                 if self.seen[cpu].load(Ordering::Acquire) >= generation {
-                    waiting &= !(1 << cpu);
+                    waiting.remove(cpu);
                 }
             }
-            if waiting == 0 {
+            if waiting.is_empty() {
                 break;
             }
             // Another CPU may be shooting down at the same time and waiting for us.
