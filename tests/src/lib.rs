@@ -179,8 +179,8 @@ pub fn build_kernel(profile: Profile) -> io::Result<PathBuf> {
 
 /// The least guest RAM `scripts/run` accepts. The kernel stops with "not enough RAM"
 /// when less than 4 MiB is free after its image, page tables and page descriptors
-/// (`kernel/src/heap.rs`): a debug kernel (its image is about 6 MiB, most of it the CPUs'
-/// stacks) needs 11 MiB; 16 MiB leaves room for the image to grow.
+/// (`kernel/src/heap.rs`): a debug kernel with 4 CPUs needs 7 MiB; 16 MiB leaves room
+/// for the image to grow and for the stacks of more CPUs (made at boot).
 pub const MIN_MEM_BYTES: u64 = 16 << 20;
 
 /// Above this much guest RAM, QEMU is told not to reserve it up front (the memory
