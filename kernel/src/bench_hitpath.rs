@@ -76,12 +76,14 @@ fn failed(what: &str, error: &SlabError) -> ! {
     panic!("bench hitpath: {what} failed: {error}")
 }
 
-struct Kmalloc;
+/// kmalloc/kfree through the allocator a kernel subsystem holds (`slab()`, looked up
+/// once, as a subsystem keeps its `&Kmalloc`; the `Box` path below pays the lookup).
+struct Kmalloc(&'static mm::kmalloc::Kmalloc<Backend, Cli>);
 
 impl Api for Kmalloc {
     #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
-        match slab().kmalloc(SIZE, Gfp::KERNEL) {
+        match self.0.kmalloc(SIZE, Gfp::KERNEL) {
             Ok(object) => object,
             Err(error) => failed("kmalloc", &error),
         }
@@ -90,7 +92,7 @@ impl Api for Kmalloc {
     #[inline(always)]
     unsafe fn free(&self, object: NonNull<u8>) {
         // SAFETY: from `kmalloc` (this API's `alloc`), not used again (our contract).
-        if let Err(error) = unsafe { slab().kfree(object.as_ptr()) } {
+        if let Err(error) = unsafe { self.0.kfree(object.as_ptr()) } {
             failed("kfree", &error);
         }
     }
@@ -266,7 +268,7 @@ pub fn run() {
         let suffix = if per_cpu { "" } else { "-nopercpu" };
         for workload in [Workload::Pairs, Workload::Rounds] {
             let kmalloc = alloc::format!("kmalloc{suffix}");
-            report(&kmalloc, &Kmalloc, workload, &mut slots);
+            report(&kmalloc, &Kmalloc(slab), workload, &mut slots);
             let kmem_cache = alloc::format!("kmem_cache{suffix}");
             report(&kmem_cache, &KmemCache(&cache), workload, &mut slots);
             let global_alloc = alloc::format!("global_alloc{suffix}");

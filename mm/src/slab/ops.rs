@@ -242,22 +242,6 @@ impl<B: SlabBackend> Core<B> {
         }
     }
 
-    /// The cache whose slab holds `addr`, from the owner table alone (no lock): how
-    /// `kfree` finds the cache. `None` when the page is no slab's.
-    #[inline]
-    pub fn cache_of<I: InterruptControl, F: CacheFront>(
-        &self,
-        addr: usize,
-    ) -> Option<&SlabCache<I, F>> {
-        let cache = self.owners.entry(addr)?.cache.load(Ordering::Acquire);
-        if cache.is_null() || cache == LARGE {
-            return None;
-        }
-        // SAFETY: as in `owner`: a cache named by the owner table is alive unless it is
-        // being destroyed while someone frees into it, which the contract excludes.
-        Some(unsafe { &*cache.cast::<SlabCache<I, F>>() })
-    }
-
     /// Takes the live mark of `addr` for a user's free into `cache` (see `live.rs`):
     /// `Ok` when `addr` started an object of `cache` in a user's hands (it is the
     /// caller's to free now); otherwise nothing changed, and [`refuse_free`]
@@ -292,13 +276,20 @@ impl<B: SlabBackend> Core<B> {
         if !self.owners.live.take(addr) {
             return None;
         }
-        // The object pins its page while it is out: one read of the entry is exact.
-        let cache = self.cache_of(addr);
-        if cache.is_none() {
-            // Not possible for a marked object; keep the mark rather than lose it.
+        // The object pins its page while it is out: one read of the entry is exact, and
+        // names a cache (null and `LARGE` are not possible for a marked object: one
+        // compare keeps the mark rather than lose it).
+        let cache = self
+            .owners
+            .entry(addr)
+            .map_or(core::ptr::null_mut(), |e| e.cache.load(Ordering::Acquire));
+        if cache.addr() <= LARGE.addr() {
             self.owners.live.put_back(addr);
+            return None;
         }
-        cache
+        // SAFETY: as in `owner`: a cache named by the owner table is alive unless it is
+        // being destroyed while someone frees into it, which the contract excludes.
+        Some(unsafe { &*cache.cast::<SlabCache<I, F>>() })
     }
 
     /// Puts back the live mark that a free took from `addr` before finding that it may
