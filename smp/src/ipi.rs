@@ -52,7 +52,7 @@
 //!    lock with interrupts off. Now rule 4.
 //!
 //! A stall reporter watches every wait of the protocol: a CPU that has waited longer
-//! than [`STALL_TIMEOUT_US`] prints, for every CPU, what it waits for and for whom (the
+//! than [`stall_timeout_us`] prints, for every CPU, what it waits for and for whom (the
 //! wait graph), then calls the kernel's stall hook, which fails the run.
 
 use core::fmt;
@@ -65,9 +65,22 @@ use crate::{MAX_CPUS, timer, vectors};
 /// The protocol's state for the whole machine.
 pub(crate) static BOARD: CrossCpu<MAX_CPUS> = CrossCpu::new();
 
-/// How long any cross-CPU wait may last before it is reported as a stall. Generous:
-/// under TCG, 16 virtual CPUs on 2 host cores take turns of many milliseconds.
+/// How long any cross-CPU wait may last before it is reported as a stall, on a machine
+/// of up to [`CPUS_PER_STALL_TIMEOUT`] CPUs. Generous: under TCG, 16 virtual CPUs on 2
+/// host cores take turns of many milliseconds.
 pub const STALL_TIMEOUT_US: u64 = 4_000_000;
+
+/// Beyond this many CPUs the stall time-out grows with them ([`stall_timeout_us`]): a
+/// call to every other CPU completes only once each has been scheduled and has taken
+/// the interrupt, and with 255 virtual CPUs on 2 host cores (TCG) one round of turns
+/// took more than 4 s.
+pub const CPUS_PER_STALL_TIMEOUT: usize = 16;
+
+/// The stall time-out of this machine: [`STALL_TIMEOUT_US`] per started group of
+/// [`CPUS_PER_STALL_TIMEOUT`] CPUs (4 s up to 16 CPUs, 64 s at 255).
+pub fn stall_timeout_us() -> u64 {
+    STALL_TIMEOUT_US * percpu::cpu_count().div_ceil(CPUS_PER_STALL_TIMEOUT).max(1) as u64
+}
 
 /// `WAIT_DEADLINE[cpu]`: when the current wait of `cpu` becomes a stall (TSC).
 static WAIT_DEADLINE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -147,7 +160,7 @@ unsafe impl Seam for Hardware {
         let me = current_cpu();
         if turns == 0 {
             WAIT_DEADLINE[me].store(
-                timer::deadline_after_us(STALL_TIMEOUT_US),
+                timer::deadline_after_us(stall_timeout_us()),
                 Ordering::Relaxed,
             );
         } else if turns.is_multiple_of(1024)
@@ -184,7 +197,7 @@ impl fmt::Display for WaitGraph {
             f,
             "STALL: cpu {} waited more than {} ms; the wait graph:",
             self.reporter,
-            STALL_TIMEOUT_US / 1000
+            stall_timeout_us() / 1000
         )?;
         for cpu in 0..percpu::cpu_count() {
             let area = percpu::cpu(cpu);
