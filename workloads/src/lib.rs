@@ -77,7 +77,8 @@ pub trait Clock {
 }
 
 /// The layout the benchmark allocates `size` bytes with (8-aligned), for allocators
-/// that take a [`Layout`].
+/// that take a [`Layout`]. Inline: the kernel's talc peer computes it under its lock.
+#[inline]
 pub fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).expect("bench sizes make valid layouts")
 }
