@@ -8,7 +8,8 @@
 #            over the same heap (kernel/src/bench_scaling.rs).
 #   hosted   bench/ (binary `scaling run`): the same workloads on 1, 2, 4, 8 host
 #            threads, pinned, with mm (per-CPU on, off), glibc, mimalloc, jemalloc, talc
-#            and linked_list_allocator in the same process (bench/src/scaling/).
+#            and linked_list_allocator in the same process (bench/src/scaling/). Both
+#            run the workloads of workloads/ (crate scaling-workloads).
 #   report   `scaling report`: tables (throughput, speed-up, efficiency, mm over each
 #            peer, latency), target/bench/scaling/scaling.csv and one SVG per side and
 #            workload, target/bench/scaling/{kernel,hosted}-WORKLOAD.svg.

@@ -1,7 +1,8 @@
 //! `scaling`: the hosted half of `scripts/bench scaling`, and the report of both halves.
 //!
 //! - `scaling run [--threads 1,2,4,8] [--ms N] [--alloc A,B,...]`: the four workloads
-//!   (`workloads.rs`) on 1, 2, 4, 8 host threads for every allocator in the same
+//!   (the `scaling-workloads` crate, which the kernel runs too, on threads:
+//!   `workloads.rs`) on 1, 2, 4, 8 host threads for every allocator in the same
 //!   process: mm with per-CPU caches on (`mm`) and off (`mm-nopercpu`), glibc,
 //!   mimalloc, jemalloc (tikv-jemallocator), talc and linked_list_allocator. Each cell
 //!   is a timed pass of `ms / 4` (every operation timed: p99 and max) and then a
@@ -13,7 +14,6 @@
 //!   `DIR/scaling.csv` and an SVG per side and workload (`report.rs`, `plot.rs`).
 //!   CPU counts above `--cores` (default: this host's) are labelled oversubscribed.
 
-mod histogram;
 #[path = "../ours.rs"]
 mod ours;
 #[allow(
@@ -29,6 +29,8 @@ mod workloads;
 use std::alloc::GlobalAlloc;
 use std::io::Write;
 use std::process::ExitCode;
+
+use scaling_workloads::{Line, WORKLOADS, Workload};
 
 /// The hosted allocators, in the order of the output.
 const ALLOCATORS: [&str; 7] = [
@@ -54,7 +56,7 @@ fn list(value: &str) -> Vec<String> {
 fn run_allocator<A: GlobalAlloc + Sync + ?Sized>(
     name: &str,
     allocator: &A,
-    workload: &str,
+    workload: Workload,
     threads: &[usize],
     millis: u64,
     tsc_hz: u64,
@@ -63,18 +65,14 @@ fn run_allocator<A: GlobalAlloc + Sync + ?Sized>(
         let cycles = millis * tsc_hz / 1000;
         let latency = workloads::measure(allocator, workload, n, (cycles / 4).max(1), true);
         let figures = workloads::measure(allocator, workload, n, cycles, false);
-        let hist =
-            |h: &Option<histogram::Histogram>| h.as_ref().map_or((0, 0), |h| (h.p99(), h.max));
-        let (alloc_p99, alloc_max) = hist(&latency.alloc);
-        let (free_p99, free_max) = hist(&latency.free);
+        let line = Line {
+            throughput: &figures,
+            latency: &latency,
+            hz: tsc_hz,
+        };
         println!(
-            "scaling: side=hosted cpus={n} alloc={name} workload={workload} ops={} ms={} \
-             ops_per_s={:.0} cycles_per_op={:.1} alloc_p99={alloc_p99} alloc_max={alloc_max} \
-             free_p99={free_p99} free_max={free_max} timed_ops={}",
-            figures.operations,
-            figures.elapsed * 1000 / tsc_hz.max(1),
-            figures.operations as f64 * tsc_hz as f64 / figures.elapsed.max(1) as f64,
-            figures.cycles as f64 / figures.operations.max(1) as f64,
+            "scaling: side=hosted cpus={n} alloc={name} workload={} {line} timed_ops={}",
+            workload.name(),
             latency.operations,
         );
         let _ = std::io::stdout().flush();
@@ -120,7 +118,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let mm_off = ours::allocator(false);
     let talc = peers::talc();
     let linked_list = peers::linked_list();
-    for workload in workloads::WORKLOADS {
+    for workload in WORKLOADS {
         for name in &allocators {
             match name.as_str() {
                 "mm" => run_allocator(name, mm, workload, &threads, millis, tsc_hz),
