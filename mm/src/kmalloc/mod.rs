@@ -145,23 +145,24 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
     /// Nobody uses the memory after this call.
     #[inline]
     pub unsafe fn kfree(&self, ptr: *mut u8) -> Result<(), SlabError> {
-        if ptr.is_null() {
-            return Ok(());
-        }
         let addr = ptr.addr();
-        // The live mark first: it finds the cache, and is every check of the free.
+        // The live mark first: it finds the cache, and is every check of the free. (Null
+        // starts no object: `kfree_other` ignores it.)
         match self.caches.slab().take_live_object(addr) {
-            Some(cache) if cache.general => self.caches.free_taken(cache, addr),
-            taken => self.kfree_other(addr, taken.is_some()),
+            Ok(Some(cache)) if cache.general => self.caches.free_taken(cache, addr),
+            taken => self.kfree_other(addr, taken.is_ok()),
         }
     }
 
-    /// `kfree` of a pointer that starts no live object of a general cache: a large block,
-    /// or a bad free (of another cache's object, whose mark `kfree` took when `taken`,
+    /// `kfree` of a pointer that starts no live object of a general cache: null (ignored),
+    /// a large block, or a bad free (of another cache's object, whose mark `kfree` took when `taken`,
     /// or a double free, or of no object) to report.
     #[cold]
     #[inline(never)]
     fn kfree_other(&self, addr: usize, taken: bool) -> Result<(), SlabError> {
+        if addr == 0 {
+            return Ok(());
+        }
         if taken {
             self.caches.slab().put_back_live(addr);
         }

@@ -394,12 +394,14 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
     }
 
     /// Takes the live mark of `addr` for a free that does not know the cache (`kfree`):
-    /// the cache whose object started at `addr` and was in a user's hands, which is
-    /// now the caller's to free (or, if the cache is not the one it may free into, to
-    /// [`put_back_live`](Self::put_back_live)); `None`, with nothing changed, when no
-    /// live object starts at `addr`.
+    /// `Ok(Some(cache))`, the cache whose object started at `addr` and was in a user's
+    /// hands, now the caller's to free (or, if the cache is not one it may free into, to
+    /// [`put_back_live`](Self::put_back_live)); `Ok(None)`: the mark was taken but the
+    /// page names no cache (not possible; put it back); `Err(())`, with nothing changed,
+    /// when no live object starts at `addr`.
     #[inline]
-    pub fn take_live_object(&self, addr: usize) -> Option<&SlabCache<I, F>> {
+    #[allow(clippy::result_unit_err)]
+    pub fn take_live_object(&self, addr: usize) -> Result<Option<&SlabCache<I, F>>, ()> {
         self.core.take_live_object(addr)
     }
 

@@ -40,9 +40,11 @@
 //! described by one page of map (4096 bytes of bits = 32768 words of window), made the
 //! first time a slab is grown in the region and kept until the slab layer is dropped. A
 //! directory of one pointer per region (1/32768 of the window, allocated when the slab
-//! layer starts) finds them; a null pointer means no slab was ever there, so nothing
-//! there is live. The cost is one page per 256 KiB of window that ever held a slab,
-//! 1.6% of the slab memory at its highest, plus one dependent load per lookup.
+//! layer starts) finds them. A region that never held a slab points to one shared page
+//! of zeros: nothing there is live, and a free's lookup needs no test for a missing
+//! page (a clear of a clear bit leaves the page as it is; no mark ever reaches it). The
+//! cost is one page per 256 KiB of window that ever held a slab, 1.6% of the slab
+//! memory at its highest, plus the page of zeros and one dependent load per lookup.
 //!
 //! The directory pointer is published (Release) before the slab's owner-table entries
 //! and before any of its objects can be handed out, so whoever marks or takes a bit of
@@ -66,8 +68,11 @@ const REGION_BYTES: usize = WORDS_PER_REGION * BYTES_PER_WORD;
 pub struct LiveMap {
     window_start: usize,
     regions: usize,
-    /// One pointer per region: its page of bits (`WORDS_PER_REGION` atomics), or null.
+    /// One pointer per region: its page of bits (`WORDS_PER_REGION` atomics), or
+    /// `nothing`; never null.
     directory: NonNull<AtomicPtr<AtomicU64>>,
+    /// The page of zeros of every region without a page of its own.
+    nothing: NonNull<AtomicU64>,
 }
 
 // SAFETY: the directory and the pages it points to are atomics that live as long as the
@@ -83,31 +88,53 @@ impl LiveMap {
     }
 
     /// A map of the window of `window_pages` pages at `window_start`, with no region
-    /// yet, whose directory is the zeroed memory at `directory`.
+    /// yet, whose directory is the memory at `directory`; its page of zeros comes from
+    /// `backend`.
     ///
     /// # Safety
     ///
-    /// `directory` is zeroed, pointer-aligned, [`directory_bytes`](Self::directory_bytes)
-    /// long, used by nothing else, and outlives the map.
-    pub unsafe fn new(window_start: usize, window_pages: usize, directory: NonNull<u8>) -> Self {
+    /// `directory` is pointer-aligned, [`directory_bytes`](Self::directory_bytes) long,
+    /// used by nothing else, and outlives the map.
+    pub unsafe fn new<B: SlabBackend>(
+        backend: &B,
+        window_start: usize,
+        window_pages: usize,
+        directory: NonNull<u8>,
+    ) -> Result<Self, SlabError> {
         let regions = Self::directory_bytes(window_pages) / core::mem::size_of::<usize>();
         let directory = directory.cast::<AtomicPtr<AtomicU64>>();
-        // Zeroed memory is a table of null atomics for `core`'s atomics, not for loom's
-        // (each is a handle to the model's record of it): make each entry for real.
-        #[cfg(loom)]
+        let nothing = Self::new_page(backend)?;
         for region in 0..regions {
             // SAFETY: the directory holds `regions` entries and is ours alone (caller).
             unsafe {
                 directory
                     .add(region)
-                    .write(AtomicPtr::new(core::ptr::null_mut()))
+                    .write(AtomicPtr::new(nothing.as_ptr()))
             };
         }
-        Self {
+        Ok(Self {
             window_start,
             regions,
             directory,
+            nothing,
+        })
+    }
+
+    /// A zeroed page of `WORDS_PER_REGION` atomics from `backend`.
+    fn new_page<B: SlabBackend>(backend: &B) -> Result<NonNull<AtomicU64>, SlabError> {
+        let page = backend.alloc_pages(1, false, true)?;
+        let Some(words) = NonNull::new(backend.pointer_to(page).cast::<AtomicU64>()) else {
+            backend.free_pages(page);
+            return Err(SlabError::OutOfMemory);
+        };
+        // Zeroed memory is a page of zero atomics for `core`'s atomics, not for loom's
+        // (each is a handle to the model's record of it): make each word for real.
+        #[cfg(loom)]
+        for word in 0..WORDS_PER_REGION {
+            // SAFETY: a fresh page of `WORDS_PER_REGION` words, ours alone.
+            unsafe { words.add(word).write(AtomicU64::new(0)) };
         }
+        Ok(words)
     }
 
     /// The directory entry of region `region` (below `regions`).
@@ -117,6 +144,13 @@ impl LiveMap {
         // SAFETY: `region < regions` (callers): inside the directory, which lives as
         // long as `self`; its entries are only ever accessed as atomics.
         unsafe { self.directory.add(region).as_ref() }
+    }
+
+    /// The page of region `region` (below `regions`): its own, or the page of zeros.
+    #[inline(always)]
+    fn page(&self, region: usize) -> NonNull<AtomicU64> {
+        // SAFETY: directory entries are never null: `nothing` or a region's page.
+        unsafe { NonNull::new_unchecked(self.entry(region).load(Ordering::Acquire)) }
     }
 
     /// Makes sure every region that `[start, start + bytes)` touches has its page (a
@@ -133,29 +167,23 @@ impl LiveMap {
         let first = offset / REGION_BYTES;
         let last = (offset + bytes - 1) / REGION_BYTES;
         for region in first..=last.min(self.regions - 1) {
-            let entry = self.entry(region);
-            if !entry.load(Ordering::Acquire).is_null() {
+            if self.page(region) != self.nothing {
                 continue;
             }
-            let page = backend.alloc_pages(1, false, true)?;
-            let words = backend.pointer_to(page).cast::<AtomicU64>();
-            #[cfg(loom)]
-            for word in 0..WORDS_PER_REGION {
-                // SAFETY: a fresh page of `WORDS_PER_REGION` words, ours alone.
-                unsafe { words.add(word).write(AtomicU64::new(0)) };
-            }
+            let words = Self::new_page(backend)?;
             // Release: whoever finds the pointer finds the zeroed words. Two slabs grown
             // at once in one region race here; the loser gives its page back.
-            if entry
+            if self
+                .entry(region)
                 .compare_exchange(
-                    core::ptr::null_mut(),
-                    words,
+                    self.nothing.as_ptr(),
+                    words.as_ptr(),
                     Ordering::Release,
                     Ordering::Acquire,
                 )
                 .is_err()
             {
-                backend.free_pages(page);
+                backend.free_pages(words.addr().get());
             }
         }
         Ok(())
@@ -164,7 +192,7 @@ impl LiveMap {
     /// Pages of map made so far (regions that ever held a slab).
     pub fn pages(&self) -> usize {
         (0..self.regions)
-            .filter(|&region| !self.entry(region).load(Ordering::Relaxed).is_null())
+            .filter(|&region| self.page(region) != self.nothing)
             .count()
     }
 
@@ -173,15 +201,16 @@ impl LiveMap {
         for region in 0..self.regions {
             let words = self
                 .entry(region)
-                .swap(core::ptr::null_mut(), Ordering::Acquire);
-            if !words.is_null() {
+                .swap(self.nothing.as_ptr(), Ordering::Acquire);
+            if words != self.nothing.as_ptr() {
                 backend.free_pages(words.addr());
             }
         }
+        backend.free_pages(self.nothing.addr().get());
     }
 
-    /// The word and the bit of `addr`, if `addr` is a word-aligned address of a region
-    /// of the window that has its page.
+    /// The word and the bit of `addr`, if `addr` is a word-aligned address of the
+    /// window's regions (on the page of zeros when its region has no page).
     #[inline(always)]
     fn locate(&self, addr: usize) -> Option<(&AtomicU64, u64)> {
         // The word index of `addr` in the window, with the bits of a misalignment
@@ -194,8 +223,7 @@ impl LiveMap {
         if region >= self.regions {
             return None;
         }
-        let words = NonNull::new(self.entry(region).load(Ordering::Acquire))?;
-        Some(self.in_region(words, granule))
+        Some(self.in_region(self.page(region), granule))
     }
 
     /// The word and the bit of the granule `granule` of the window in its region's page
@@ -205,9 +233,10 @@ impl LiveMap {
         let word = granule / u64::BITS as usize % WORDS_PER_REGION;
         // `wrapping_shl` shifts by the low six bits: the bit within the word.
         let bit = 1u64.wrapping_shl(granule as u32);
-        // SAFETY: `word < WORDS_PER_REGION`: inside the region's page, which stays until
-        // `release` (which takes `&self` after every reference of this kind is gone: the
-        // slab layer is being dropped), and whose words are only ever accessed as atomics.
+        // SAFETY: `word < WORDS_PER_REGION`: inside the region's page (or the page of
+        // zeros), which stays until `release` (which takes `&self` after every reference
+        // of this kind is gone: the slab layer is being dropped), and whose words are
+        // only ever accessed as atomics.
         (unsafe { words.add(word).as_ref() }, bit)
     }
 
@@ -219,12 +248,11 @@ impl LiveMap {
     /// has its page), and its bit is clear: the object was not in a user's hands.
     #[inline]
     pub unsafe fn mark(&self, addr: usize) {
-        debug_assert!(self.locate(addr).is_some(), "{addr:#x}: no live-map region");
         let granule = (addr - self.window_start) / GRANULE;
-        let region = granule / (REGION_BYTES / GRANULE);
-        // SAFETY: the region of a slab's object is inside the directory and has its
-        // page (caller), published before the object could be handed out.
-        let words = unsafe { NonNull::new_unchecked(self.entry(region).load(Ordering::Acquire)) };
+        let words = self.page(granule / (REGION_BYTES / GRANULE));
+        // A mark on the page of zeros would make every free in a slab-less region look
+        // good: the caller's promise is what keeps it off.
+        debug_assert!(words != self.nothing, "{addr:#x}: no live-map region");
         let (word, bit) = self.in_region(words, granule);
         // Release: a free that takes the bit also sees the owner-table entry that was
         // written before the object was handed out.

@@ -252,44 +252,42 @@ impl<B: SlabBackend> Core<B> {
         cache: &SlabCache<I, F>,
         addr: usize,
     ) -> Result<(), Refused> {
-        let taken = self.owners.live.take(addr);
         // The object pins its page while it is out: one read of the entry is exact.
-        if taken
-            && self
-                .owners
-                .entry(addr)
-                .is_some_and(|e| e.cache.load(Ordering::Acquire) == cache.as_owner())
-        {
+        let entry = self.owners.take_live(addr);
+        if entry.is_some_and(|e| e.cache.load(Ordering::Acquire) == cache.as_owner()) {
             return Ok(());
         }
-        Err(Refused { other_cache: taken })
+        Err(Refused {
+            other_cache: entry.is_some(),
+        })
     }
 
     /// Takes the live mark of `addr` for a free that does not know the cache (`kfree`):
-    /// the cache whose object started at `addr` and was in a user's hands (it is the
-    /// caller's to free now), or `None` with nothing changed.
+    /// `Ok(Some(cache))`, the cache whose object started at `addr` and was in a user's
+    /// hands (it is the caller's to free now, or its mark to put back); `Ok(None)` when
+    /// the mark was taken but the page names no cache (not possible for a marked
+    /// object: the caller puts the mark back); `Err(())`, with nothing changed, when no
+    /// live object starts at `addr`. No call: `kfree`'s hit path keeps no register for
+    /// the other cases.
     #[inline]
+    #[allow(clippy::result_unit_err)]
     pub fn take_live_object<I: InterruptControl, F: CacheFront>(
         &self,
         addr: usize,
-    ) -> Option<&SlabCache<I, F>> {
-        if !self.owners.live.take(addr) {
-            return None;
-        }
-        // The object pins its page while it is out: one read of the entry is exact, and
-        // names a cache (null and `LARGE` are not possible for a marked object: one
-        // compare keeps the mark rather than lose it).
+    ) -> Result<Option<&SlabCache<I, F>>, ()> {
+        // The object pins its page while it is out: one read of the entry is exact.
         let cache = self
             .owners
-            .entry(addr)
-            .map_or(core::ptr::null_mut(), |e| e.cache.load(Ordering::Acquire));
+            .take_live(addr)
+            .ok_or(())?
+            .cache
+            .load(Ordering::Acquire);
         if cache.addr() <= LARGE.addr() {
-            self.owners.live.put_back(addr);
-            return None;
+            return Ok(None);
         }
         // SAFETY: as in `owner`: a cache named by the owner table is alive unless it is
         // being destroyed while someone frees into it, which the contract excludes.
-        Some(unsafe { &*cache.cast::<SlabCache<I, F>>() })
+        Ok(Some(unsafe { &*cache.cast::<SlabCache<I, F>>() }))
     }
 
     /// Puts back the live mark that a free took from `addr` before finding that it may

@@ -62,8 +62,8 @@ pub struct OwnerTable {
 }
 
 impl OwnerTable {
-    /// Allocates a zeroed table, and the live map after it, covering the backend's whole
-    /// window.
+    /// Allocates a zeroed table, and the live map's directory after it, covering the
+    /// backend's whole window.
     pub fn new<B: SlabBackend>(backend: &B) -> Result<Self, SlabError> {
         let (window_start, window_pages) = backend.window();
         // The live map's directory follows the entries.
@@ -75,7 +75,15 @@ impl OwnerTable {
         // SAFETY: the range is zeroed, page-aligned (so `entry_bytes`, a multiple of 16,
         // keeps the directory's pointers aligned), holds the directory after the entries,
         // is ours alone, and is given back only after the table is dropped.
-        let live = unsafe { LiveMap::new(window_start, window_pages, table.add(entry_bytes)) };
+        let live = match unsafe {
+            LiveMap::new(backend, window_start, window_pages, table.add(entry_bytes))
+        } {
+            Ok(live) => live,
+            Err(error) => {
+                backend.free_pages(table_start);
+                return Err(error);
+            }
+        };
         // Zeroed memory is a table of null atomics for `core`'s atomics, not for loom's
         // (each is a handle to the model's record of it): make each entry for real.
         #[cfg(loom)]
@@ -113,6 +121,23 @@ impl OwnerTable {
         // SAFETY: the table has `window_pages` entries, zeroed (null pointers: valid
         // atomics) when it was allocated, and lives as long as `self`; entries are only
         // ever accessed through atomics.
+        Some(unsafe { self.entries.add(page).as_ref() })
+    }
+
+    /// Takes the live mark of `addr` (see `live.rs`) and, when it was set, returns the
+    /// entry of its page: a free's one lookup of each table.
+    #[inline]
+    pub fn take_live(&self, addr: usize) -> Option<&PageEntry> {
+        if !self.live.take(addr) {
+            return None;
+        }
+        let page = (addr - self.window_start) / PAGE_SIZE;
+        debug_assert!(
+            page < self.window_pages,
+            "{addr:#x} marked outside the window"
+        );
+        // SAFETY: marks are set only at objects of slabs, whose pages lie in the window,
+        // so `page < window_pages`; otherwise as in `entry`.
         Some(unsafe { self.entries.add(page).as_ref() })
     }
 
