@@ -35,7 +35,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use mm::kmalloc::{Gfp, Kmalloc};
 use mm::platform::{CpuLocal, InterruptControl};
@@ -208,17 +208,29 @@ impl<I: InterruptControl> Allocator for Talc<I> {
     }
 }
 
-/// Runs `workload` on every CPU over `allocator` for `duration` TSC cycles.
+/// How many CPUs run the cells: every CPU, or the first `bench_workers` (set by `run`).
+static WORKERS: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The CPUs that run the cells: the first [`WORKERS`] of those online.
+fn workers() -> usize {
+    percpu::cpu_count().min(WORKERS.load(Ordering::Relaxed))
+}
+
+/// Runs `workload` on the working CPUs over `allocator` for `duration` TSC cycles.
 fn measure<A: Allocator>(
     allocator: &A,
     workload: Workload,
     duration: u64,
     timed_ops: bool,
 ) -> Figures {
-    let cpus = percpu::cpu_count();
+    let cpus = workers();
     let cell = Cell::<A, Tsc>::new(allocator, workload, cpus, duration, timed_ops);
     let results: Vec<_> = (0..cpus).map(|_| spin::Mutex::new(None)).collect();
-    crate::smp_boot::run_on_every_cpu(&|cpu| *results[cpu].lock() = Some(cell.run(cpu)));
+    crate::smp_boot::run_on_every_cpu(&|cpu| {
+        if cpu < cpus {
+            *results[cpu].lock() = Some(cell.run(cpu));
+        }
+    });
     cell.finish(
         results
             .iter()
@@ -256,14 +268,23 @@ fn cell<A: Allocator, T: Allocator>(
     };
     println!(
         "scaling: cpus={} alloc={name} workload={} {line} irqoff_max={off} timed_ops={}",
-        percpu::cpu_count(),
+        workers(),
         workload.name(),
         latency.operations,
     );
 }
 
-/// Runs every cell (see the module docs), `millis` per throughput pass.
-pub fn run(millis: u64) {
+/// Runs every cell (see the module docs), `millis` per throughput pass, on the first
+/// `workers` CPUs (every CPU with `None`).
+pub fn run(millis: u64, workers: Option<usize>) {
+    WORKERS.store(workers.unwrap_or(usize::MAX), Ordering::Relaxed);
+    if workers.is_some_and(|n| n < percpu::cpu_count()) {
+        println!(
+            "scaling: {} of {} CPUs run the cells; the others wait",
+            self::workers(),
+            percpu::cpu_count()
+        );
+    }
     let slab = slab();
     if slab.caches().slab().debug() {
         log::warn!("bench scaling: slab debug checks are on: the figures include them");

@@ -13,6 +13,7 @@
 //! | `stress=MS\|off` | length of the SMP allocator stress on every CPU (default 2000 ms) |
 //! | `bench=scaling` | after the SMP checks, measure throughput and latency with every CPU allocating at once, mm (per-CPU on, off) and talc (`bench_scaling.rs`; booted by `scripts/bench scaling`), then stop |
 //! | `bench_ms=N` | milliseconds per cell of `bench=scaling` (default 1000) |
+//! | `bench_workers=N` | only the first N CPUs run the cells of `bench=scaling` (default: every CPU); the others wait. With `-smp 2` and N = 1 it shows what QEMU's multi-threaded TCG does to one CPU's figures once a second vCPU exists |
 //! | `bench=hitpath` | after the SMP checks, count the allocator's instructions per alloc+free pair on the BSP (`bench_hitpath.rs`; booted by `scripts/bench hitpath` under `-icount`), then stop |
 //! | `fault=N` | fault injection: the frame allocation N+1 of the stress fails as if memory had run out (the stress must lose nothing) |
 //! | `stress_provoke=on\|d1\|d2\|d3\|off` | the stress's provoking mode (`provoke.rs`): cross-CPU calls from every CPU and timer tick, statistics during retuning, shootdowns under low DMA memory; `d1`..`d3` only the parts that provoke one deadlock of issue 11 (default off) |
@@ -129,6 +130,8 @@ pub struct Options<'a> {
     pub bench_scaling: bool,
     /// Milliseconds per cell of the scaling benchmark.
     pub bench_ms: u64,
+    /// CPUs that run the scaling benchmark's cells (`None`: every CPU).
+    pub bench_workers: Option<usize>,
 }
 
 impl<'a> Options<'a> {
@@ -152,6 +155,7 @@ impl<'a> Options<'a> {
             ignored_count: 0,
             bench_scaling: false,
             bench_ms: 1000,
+            bench_workers: None,
         };
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -215,6 +219,15 @@ impl<'a> Options<'a> {
                 }
                 ("bench_ms", _) if number.is_some() => {
                     Some(Ignored::OutOfRange(word, "1 to 600000 ms"))
+                }
+                ("bench_workers", _)
+                    if number.is_some_and(|n| (1..=smp::MAX_CPUS as u64).contains(&n)) =>
+                {
+                    options.bench_workers = number.map(|n| n as usize);
+                    None
+                }
+                ("bench_workers", _) if number.is_some() => {
+                    Some(Ignored::OutOfRange(word, "1 to 255 CPUs"))
                 }
                 ("fault", _) if number.is_some_and(|n| n <= 1 << 32) => {
                     options.fault_after = number.map(|n| n as usize);

@@ -195,7 +195,7 @@ extern "C" fn kernel_entry(start_info: u32) -> ! {
         qemu::exit(ExitCode::Success);
     }
     if options.bench_scaling {
-        bench_scaling::run(options.bench_ms);
+        bench_scaling::run(options.bench_ms, options.bench_workers);
         qemu::exit(ExitCode::Success);
     }
     if options.skip_memory_tests {
