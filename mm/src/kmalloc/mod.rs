@@ -154,9 +154,9 @@ impl<B: SlabBackend, I: CpuLocal> Kmalloc<B, I> {
         }
     }
 
-    /// `kfree` of a pointer that starts no live object of a general cache: null (ignored),
-    /// a large block, or a bad free (of another cache's object, whose mark `kfree` took when `taken`,
-    /// or a double free, or of no object) to report.
+    /// `kfree` of a pointer that starts no live object of a general cache: null
+    /// (ignored), a large block, or a bad free to report (another cache's object, whose
+    /// mark `kfree` took when `taken`; a double free; a pointer to no object).
     #[cold]
     #[inline(never)]
     fn kfree_other(&self, addr: usize, taken: bool) -> Result<(), SlabError> {

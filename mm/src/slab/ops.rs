@@ -244,8 +244,8 @@ impl<B: SlabBackend> Core<B> {
 
     /// Takes the live mark of `addr` for a user's free into `cache` (see `live.rs`):
     /// `Ok` when `addr` started an object of `cache` in a user's hands (it is the
-    /// caller's to free now); otherwise nothing changed, and [`refuse_free`]
-    /// (Self::refuse_free) says why.
+    /// caller's to free now); otherwise nothing changed, and
+    /// [`refuse_free`](Self::refuse_free) says why.
     #[inline]
     pub fn take_live<I: InterruptControl, F: CacheFront>(
         &self,
