@@ -94,10 +94,9 @@ pub(super) struct ArrayCache {
     pub(super) free_miss: AtomicU64,
     /// Unused: puts `before_entries` in the header's last word.
     pub(super) _spare: u64,
-    /// Always null, and right before `entries[0]`: the free hit compares the pointer
-    /// being freed with `entries[avail - 1]`, the object freed last, and for an empty
-    /// array that reads this word, which no object equals. One compare, no branch on
-    /// `avail == 0`.
+    /// Always null, and right before `entries[0]`: the allocation hit reads
+    /// `entries[avail - 1]`, and for an empty array that reads this word, which no
+    /// object equals. One test (null or not) covers both "empty" and the pop.
     pub(super) before_entries: *mut u8,
 }
 
@@ -153,7 +152,7 @@ impl Array {
     }
 
     /// The object freed last (`entries[avail - 1]`), or null for an empty array (the
-    /// header's `before_entries`), for the double-free compare of the free hit.
+    /// header's `before_entries`): the allocation hit's pop and empty test in one.
     #[inline]
     pub(super) fn last(&self, avail: usize) -> *mut u8 {
         self.header().entries_check.read();

@@ -264,12 +264,9 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             }
             bump(&h.alloc_miss);
         }
-        avail -= 1;
-        array.set_avail(avail);
-        h.entries_check.read();
-        // SAFETY: our array, interrupts off; entry `avail` was written by a free or a
-        // refill.
-        let object = unsafe { *array.entries().add(avail) };
+        // `avail > 0`: the entry on top, written by a free or the refill.
+        let object = array.last(avail);
+        array.set_avail(avail - 1);
         Ok(NonNull::new(object))
     }
 
