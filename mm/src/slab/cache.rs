@@ -131,26 +131,6 @@ pub struct CacheState {
 // to another CPU (inside the lock) is sound.
 unsafe impl Send for CacheState {}
 
-/// The slab a flush is freeing into (`give_back_batch`).
-struct InHand<'a> {
-    slab: Slab,
-    view: SlabMut<'a>,
-    /// The first byte of its pages.
-    base: usize,
-    /// Its first object.
-    first: usize,
-    /// The list it was on when taken in hand.
-    list: Which,
-}
-
-impl InHand<'_> {
-    /// Lets go of the slab: its view ends here (before its list changes), and what
-    /// `relink` needs comes back.
-    fn put_down(self) -> (Slab, Which, usize) {
-        (self.slab, self.list, self.view.inuse())
-    }
-}
-
 /// One of a cache's three slab lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Which {
@@ -305,13 +285,10 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
             // the view is dropped before the list operations below.
             let inuse = unsafe {
                 let mut s = slab.get_mut(geo.num);
-                let s_mem = s.s_mem();
-                while n < out.len()
-                    && let Some(i) = s.pop()
-                {
-                    out[n].write(self.object(s_mem, i).as_ptr());
-                    n += 1;
-                }
+                // `object`'s arithmetic with the constants copied out of the descriptor,
+                // so that the loop keeps them in registers.
+                let (first, slot) = (s.s_mem().as_ptr().wrapping_add(geo.lead), geo.slot);
+                n += s.take_run(&mut out[n..], |i| first.wrapping_add(i * slot));
                 s.inuse()
             };
             // SAFETY: `slab` is on `free` (when `from_free`) or on `partial`, and had a
@@ -398,75 +375,51 @@ impl<I: InterruptControl, F: CacheFront> SlabCache<I, F> {
         if geo.red_zone() || geo.poison() {
             return self.give_back_each(st, owners, objects);
         }
-        // Objects of one slab tend to come together: the slab in hand stays in hand, and
-        // moves to its new list when the next object is another slab's (or at the end).
-        // An object inside the slab in hand needs no owner-table lookup: the slab's
-        // pages are its own while we hold the lock.
-        let slab_bytes = geo.slab_bytes();
-        let mut hand: Option<InHand<'_>> = None;
-        let mut freed = 0;
+        // Objects of one slab tend to come together: each owner-table lookup is followed
+        // by a run of releases for as long as the objects are that slab's (see
+        // `SlabMut::release_run`), and the slab moves to its new list once per run.
+        let mut position = 0;
         let mut result = Ok(());
-        for (position, object) in objects.iter().enumerate() {
-            let addr = object.addr();
-            let in_hand = hand
-                .as_ref()
-                .is_some_and(|h| addr.wrapping_sub(h.base) < slab_bytes);
-            if !in_hand {
-                if let Some(h) = hand.take() {
-                    let (slab, list, inuse) = h.put_down();
-                    // SAFETY: a slab of this cache under its lock, on `list`.
-                    unsafe { self.relink(st, slab, list, inuse) };
+        while position < objects.len() {
+            let addr = objects[position].addr();
+            let slab = match owners.entry(addr) {
+                Some(entry) if entry.cache.load(Ordering::Acquire) == self.as_owner() => {
+                    NonNull::new(entry.slab.load(Ordering::Relaxed))
                 }
-                let slab = match owners.entry(addr) {
-                    Some(entry) if entry.cache.load(Ordering::Acquire) == self.as_owner() => {
-                        NonNull::new(entry.slab.load(Ordering::Relaxed))
-                    }
-                    _ => None,
-                };
-                let Some(slab) = slab else {
-                    // Not this cache's: the single path names the fault.
-                    result = self.release(st, owners, addr).map_err(|f| (position, f));
-                    debug_assert!(result.is_err(), "{addr:#x} was refused, then taken");
-                    break;
-                };
-                // SAFETY: the entry names this cache and we hold its lock: a live slab of
-                // this cache (owner-table protocol, see `owner.rs`).
-                let slab = unsafe { Slab::from_ptr(slab) };
-                // SAFETY: as above; the view ends before the slab's list changes.
-                let view = unsafe { slab.get_mut(geo.num) };
-                hand = Some(InHand {
-                    slab,
-                    base: view.base().addr().get(),
-                    first: view.s_mem().addr().get() + geo.lead,
-                    list: Which::for_inuse(view.inuse(), geo.num),
-                    view,
-                });
-            }
-            let Some(h) = hand.as_mut() else {
-                unreachable!("a slab is in hand");
+                _ => None,
             };
-            // SAFETY: `index_of` returns an index below `num`.
-            let released = geo
-                .index_of(addr.wrapping_sub(h.first))
-                .is_some_and(|i| unsafe { h.view.release(i) });
-            if !released {
-                let (slab, list, inuse) = hand.take().expect("a slab is in hand").put_down();
-                // SAFETY: as above.
-                unsafe { self.relink(st, slab, list, inuse) };
-                // The single path counts the error and names it.
+            let Some(slab) = slab else {
+                // Not this cache's: the single path names the fault.
+                result = self.release(st, owners, addr).map_err(|f| (position, f));
+                debug_assert!(result.is_err(), "{addr:#x} was refused, then taken");
+                break;
+            };
+            // SAFETY: the entry names this cache and we hold its lock: a live slab of
+            // this cache (owner-table protocol, see `owner.rs`).
+            let slab = unsafe { Slab::from_ptr(slab) };
+            let (list, released, inuse) = {
+                // SAFETY: as above; the view ends before the slab's list changes.
+                let mut view = unsafe { slab.get_mut(geo.num) };
+                let list = Which::for_inuse(view.inuse(), geo.num);
+                let first = view.s_mem().addr().get() + geo.lead;
+                // SAFETY: `index_of` returns indices below `num`.
+                let released =
+                    unsafe { view.release_run(&objects[position..], geo.index_in(first)) };
+                (list, released, view.inuse())
+            };
+            // SAFETY: a slab of this cache under its lock, on `list`.
+            unsafe { self.relink(st, slab, list, inuse) };
+            st.counters.active -= released;
+            st.counters.frees += released as u64;
+            if released == 0 {
+                // This cache's page, but no allocated object starts at `addr`: the
+                // single path counts the error and names it.
                 result = self.release(st, owners, addr).map_err(|f| (position, f));
                 debug_assert!(result.is_err(), "{addr:#x} was refused, then taken");
                 break;
             }
-            freed += 1;
+            position += released;
         }
-        if let Some(h) = hand {
-            let (slab, list, inuse) = h.put_down();
-            // SAFETY: as above.
-            unsafe { self.relink(st, slab, list, inuse) };
-        }
-        st.counters.active -= freed;
-        st.counters.frees += freed as u64;
         result
     }
 

@@ -214,29 +214,78 @@ impl SlabMut<'_> {
         self.bitmap[i / 64] & (1 << (i % 64)) != 0
     }
 
-    /// Gives object `i` back if it is allocated (the bitmap test and the push in one,
-    /// for the flush of a per-CPU array); false, changing nothing, if it is free.
+    /// Gives back, in order, the objects at the front of `objects` that start an
+    /// allocated object of this slab, and stops at the first that does not (another
+    /// slab's, or a bad free for the caller to judge); returns how many it gave back.
+    /// `index` maps an address to the index of the object of this slab that starts
+    /// there, if one does. The flush of a per-CPU array: the free-list head and the
+    /// count stay in registers for the whole run, and each object costs its index, the
+    /// bitmap test and clear, and the push.
     ///
     /// # Safety
     ///
-    /// `i` is below the slab's object count (`num` of `get_mut`).
+    /// `index` returns only indices below the slab's object count (`num` of `get_mut`).
     #[inline(always)]
-    pub unsafe fn release(&mut self, i: usize) -> bool {
-        debug_assert!(i < self.bufctl.len());
-        // SAFETY: `i < num` (caller): `bufctl` has `num` entries, `bitmap` `num / 64`
-        // rounded up.
-        unsafe {
-            let word = self.bitmap.get_unchecked_mut(i / 64);
-            let bit = 1u64 << (i % 64);
-            if *word & bit == 0 {
-                return false;
+    pub unsafe fn release_run(
+        &mut self,
+        objects: &[*mut u8],
+        index: impl Fn(usize) -> Option<usize>,
+    ) -> usize {
+        let mut free = self.head.free;
+        let mut released = 0;
+        for object in objects {
+            let Some(i) = index(object.addr()) else {
+                break;
+            };
+            debug_assert!(i < self.bufctl.len());
+            // SAFETY: `i < num` (caller): `bitmap` has `num / 64` words rounded up.
+            let word = unsafe { self.bitmap.get_unchecked_mut(i / 64) };
+            let cleared = *word & !(1u64 << (i % 64));
+            if cleared == *word {
+                break;
             }
-            *word &= !bit;
-            *self.bufctl.get_unchecked_mut(i) = self.head.free as u16;
+            *word = cleared;
+            // SAFETY: `i < num`: `bufctl` has `num` entries.
+            unsafe { *self.bufctl.get_unchecked_mut(i) = free as u16 };
+            free = i as u32;
+            released += 1;
         }
-        self.head.free = i as u32;
-        self.head.inuse -= 1;
-        true
+        self.head.free = free;
+        self.head.inuse -= released as u32;
+        released
+    }
+
+    /// Takes free objects into the front of `out` until it is full or the slab is;
+    /// returns how many. `object` maps an index to its object's address. The refill of
+    /// a per-CPU array: the free-list head and the count stay in registers for the
+    /// whole run.
+    #[inline(always)]
+    pub fn take_run(
+        &mut self,
+        out: &mut [core::mem::MaybeUninit<*mut u8>],
+        object: impl Fn(usize) -> *mut u8,
+    ) -> usize {
+        let mut free = self.head.free;
+        let mut taken = 0;
+        for slot in out.iter_mut() {
+            if free == u32::from(BUFCTL_END) {
+                break;
+            }
+            let i = free as usize;
+            debug_assert!(i < self.bufctl.len());
+            // SAFETY: the free list holds indices below `num` only (`init` makes it so,
+            // and `push` and `release_run` add only indices below `num`): inside `bufctl`
+            // (`num` entries) and `bitmap` (`num / 64` words rounded up).
+            unsafe {
+                free = u32::from(*self.bufctl.get_unchecked(i));
+                *self.bitmap.get_unchecked_mut(i / 64) |= 1 << (i % 64);
+            }
+            slot.write(object(i));
+            taken += 1;
+        }
+        self.head.free = free;
+        self.head.inuse += taken as u32;
+        taken
     }
 
     /// Gives object `i` back; it must be allocated (checked by the caller with

@@ -229,10 +229,22 @@ impl Geometry {
     /// and a compare.
     #[inline]
     pub fn index_of(&self, offset: usize) -> Option<usize> {
-        let index = offset
-            .wrapping_mul(self.slot_inverse)
-            .rotate_right(self.slot_shift);
-        (index < self.num).then_some(index)
+        self.index_in(0)(offset)
+    }
+
+    /// [`index_of`](Self::index_of) of the address `addr` in a slab whose first object
+    /// is at `first`, with the constants copied out of the descriptor: a loop over
+    /// many objects (a flush) keeps them in registers.
+    #[inline(always)]
+    pub fn index_in(&self, first: usize) -> impl Fn(usize) -> Option<usize> + Copy {
+        let (inverse, shift, num) = (self.slot_inverse, self.slot_shift, self.num);
+        move |addr: usize| {
+            let index = addr
+                .wrapping_sub(first)
+                .wrapping_mul(inverse)
+                .rotate_right(shift);
+            (index < num).then_some(index)
+        }
     }
 
     /// Pages per slab.

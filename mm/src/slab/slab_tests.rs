@@ -937,6 +937,74 @@ fn batches_take_the_lock_once_per_slab_and_check_every_object() {
     assert!(cache.destroy().is_ok());
 }
 
+/// The slab layer's own flush (`SlabCaches::free_batch`, below the live map that
+/// refuses bad frees first for users): a double free inside a run of one slab, an
+/// interior pointer of the slab in hand, and another cache's object each stop the run
+/// there, are reported, and every valid object around them is freed.
+#[test]
+fn a_slab_flush_refuses_what_the_slab_does_not_hold_and_frees_the_rest() {
+    let mut m = machine();
+    let heap = m.boot().unwrap();
+    let slab = start(&heap);
+    let caches = slab.caches();
+    let cache = caches
+        .create_cache("flush", 512, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let other = caches
+        .create_cache("flush-other", 512, 0, SlabFlags::NONE, None, None)
+        .unwrap();
+    let (layer, desc) = (caches.slab(), cache.descriptor());
+    let mut out = [core::ptr::null_mut(); 24];
+    assert_eq!(layer.alloc_batch(desc, &mut out), Ok(24));
+    let mut theirs = [core::ptr::null_mut(); 1];
+    assert_eq!(layer.alloc_batch(other.descriptor(), &mut theirs), Ok(1));
+    let num = cache.stats().slab.objs_per_slab;
+    assert!(num < 24, "the objects span several slabs");
+    let cases: [(Vec<*mut u8>, SlabError); 3] = [
+        (
+            vec![out[0], out[1], out[0], out[2]],
+            SlabError::DoubleFree {
+                cache: "flush",
+                addr: out[0].addr(),
+            },
+        ),
+        (
+            vec![out[3], out[4].wrapping_add(8), out[5]],
+            SlabError::InvalidFree {
+                cache: Some("flush"),
+                addr: out[4].addr() + 8,
+            },
+        ),
+        (
+            vec![out[6], theirs[0], out[7]],
+            SlabError::WrongCache {
+                expected: "flush",
+                actual: "flush-other",
+                addr: theirs[0].addr(),
+            },
+        ),
+    ];
+    let mut freed = 0;
+    for (batch, error) in cases {
+        let errors_before = cache.stats().slab.errors;
+        assert_eq!(layer.free_batch(desc, &batch), Err(error));
+        assert_eq!(cache.stats().slab.errors, errors_before + 1);
+        // Everything but the refused pointer is freed, before and after it.
+        freed += batch.len() - 1;
+        assert_eq!(cache.stats().slab.active_objs, 24 - freed);
+        caches.check_invariants();
+    }
+    // The rest (and the object whose interior was refused), from the last slab to the
+    // first: runs of several slabs in one batch.
+    let rest: Vec<*mut u8> = out[8..].iter().rev().chain([&out[4]]).copied().collect();
+    assert_eq!(layer.free_batch(desc, &rest), Ok(()));
+    assert_eq!(cache.stats().slab.active_objs, 0);
+    assert_eq!(layer.free_batch(other.descriptor(), &theirs), Ok(()));
+    caches.check_invariants();
+    assert!(other.destroy().is_ok());
+    assert!(cache.destroy().is_ok());
+}
+
 #[test]
 fn dma_caches_take_frames_below_16_mib() {
     let mut m = machine();
