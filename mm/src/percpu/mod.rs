@@ -162,25 +162,24 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             return None;
         }
         let saved = I::disable();
-        let mut hit = None;
         if let Some(array) = cache.front.array(I::current_cpu()) {
             let avail = array.avail();
             // Entries hold objects, never null; an empty array gives the null word
             // before its entries: one test covers both.
-            hit = NonNull::new(array.last(avail));
-            if hit.is_some() {
+            if let Some(object) = NonNull::new(array.last(avail)) {
                 array.set_avail(avail - 1);
                 bump(&array.header().alloc_hit);
+                // SAFETY: `saved` is from the `disable` above, the latest one.
+                unsafe { I::restore(saved) };
+                // SAFETY: an object of the cache's slabs, just taken off the array: in
+                // no user's hands.
+                unsafe { self.slab.mark_live(object.addr().get()) };
+                return Some(object);
             }
         }
-        // SAFETY: `saved` is from the `disable` above, the latest one.
+        // SAFETY: as above.
         unsafe { I::restore(saved) };
-        if let Some(object) = hit {
-            // SAFETY: an object of the cache's slabs, just taken off the array: in no
-            // user's hands.
-            unsafe { self.slab.mark_live(object.addr().get()) };
-        }
-        hit
+        None
     }
 
     /// An allocation that missed: make this CPU's array, or refill it, or grow the cache
