@@ -139,8 +139,9 @@ if [ "$kernel" -eq 1 ]; then
             tail -20 "$log" >&2
             exit 1
         fi
-        while read -r _ api workload value _; do
+        while read -r _ api workload value rest; do
             figure["kernel-$build|$api|$workload"]=$value
+            figure["kernel-$build|$api|$workload|moved"]=$(sed -n 's/.* moved \([0-9.]*\) objects\/pair.*/\1/p' <<<"$rest")
             case " ${rows[*]} " in
                 *" kernel-$build|$api "*) ;;
                 *) rows+=("kernel-$build|$api") ;;
@@ -188,6 +189,18 @@ for row in "${rows[@]}"; do
         echo "${row%%|*},${row#*|},$workload,$value,${r%x}" >>"$csv"
     done
 done
+if [ "$kernel" -eq 1 ]; then
+    echo
+    echo "refill and flush, kernel: instructions per object moved between a per-CPU array and the slabs"
+    echo "(rounds - pairs) / objects moved per pair of rounds, counted by the arrays (refills + flushes) x batchcount"
+    for row in "${rows[@]}"; do
+        moved=${figure["$row|rounds|moved"]:-}
+        case "$row" in kernel-*) ;; *) continue ;; esac
+        awk -v m="${moved:-0}" 'BEGIN { exit !(m > 0) }' || continue
+        awk -v p="${figure["$row|pairs"]}" -v r="${figure["$row|rounds"]}" -v m="$moved" -v name="$(label "$row")" \
+            'BEGIN { printf "%-44s %10.1f   (%.3f objects moved per pair)\n", name, (r - p) / m, m }'
+    done
+fi
 if [ "$hosted" -eq 1 ]; then
     echo "(hosted harness loop, subtracted above: ${figure["hosted|harness|pairs"]} per pair on pairs," \
         "${figure["hosted|harness|rounds"]} on rounds; the kernel subtracts its own empty loop)"

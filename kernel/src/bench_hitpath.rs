@@ -68,6 +68,21 @@ trait Api {
     ///
     /// `object` came from this `alloc` and is not used again.
     unsafe fn free(&self, object: NonNull<u8>);
+
+    /// Objects moved between the per-CPU arrays and the slabs so far: (refills +
+    /// flushes) x batchcount, from the arrays' counters (every refill here finds a full
+    /// batch, and a flush always moves one).
+    fn moved(&self) -> u64 {
+        0
+    }
+}
+
+/// [`Api::moved`] from a cache's statistics.
+fn moved_of(stats: Option<mm::percpu::CacheStats>) -> u64 {
+    stats.map_or(0, |stats| {
+        let counters = stats.cpu.counters;
+        (counters.alloc_miss + counters.free_miss) * stats.cpu.batchcount as u64
+    })
 }
 
 #[cold]
@@ -96,6 +111,10 @@ impl Api for Kmalloc {
             failed("kfree", &error);
         }
     }
+
+    fn moved(&self) -> u64 {
+        moved_of(self.0.caches().stats_of("size-64"))
+    }
 }
 
 struct KmemCache<'a>(&'a Cache<'static, Backend, Cli>);
@@ -117,6 +136,10 @@ impl Api for KmemCache<'_> {
             failed("kmem_cache_free", &error);
         }
     }
+
+    fn moved(&self) -> u64 {
+        moved_of(Some(self.0.stats()))
+    }
 }
 
 struct GlobalAlloc;
@@ -134,6 +157,10 @@ impl Api for GlobalAlloc {
         // SAFETY: allocated by the global allocator with `LAYOUT` (this API's `alloc`),
         // not used again (our contract).
         unsafe { alloc::alloc::dealloc(object.as_ptr(), LAYOUT) };
+    }
+
+    fn moved(&self) -> u64 {
+        moved_of(slab().caches().stats_of("size-64"))
     }
 }
 
@@ -210,32 +237,39 @@ impl Workload {
     }
 }
 
-/// The least ticks of [`TRIES`] runs after one warm-up run, and the greatest.
-fn least_of<A: Api>(api: &A, workload: Workload, slots: &mut [NonNull<u8>]) -> (u64, u64) {
+/// The least ticks of [`TRIES`] runs after one warm-up run, the greatest, and the
+/// objects moved between the arrays and the slabs in the `TRIES` runs.
+fn least_of<A: Api>(
+    api: &A,
+    workload: Workload,
+    slots: &mut [NonNull<u8>],
+) -> (u64, u64, u64) {
     workload.run(api, slots);
     let (mut least, mut most) = (u64::MAX, 0);
+    let moved_before = api.moved();
     for _ in 0..TRIES {
         let ticks = workload.run(api, slots);
         least = least.min(ticks);
         most = most.max(ticks);
     }
-    (least, most)
+    (least, most, api.moved() - moved_before)
 }
 
 /// Measures `api` on `workload` and prints its line.
 fn report<A: Api>(name: &str, api: &A, workload: Workload, slots: &mut [NonNull<u8>]) {
-    let (empty, _) = least_of(&Empty, workload, slots);
-    let (least, most) = least_of(api, workload, slots);
+    let (empty, ..) = least_of(&Empty, workload, slots);
+    let (least, most, moved) = least_of(api, workload, slots);
     let pairs = workload.pairs();
     let per_pair = |ticks: u64| ticks as f64 / pairs as f64;
     println!(
         "hitpath: {name} {} {:.1} insns/pair (raw {:.1}, empty loop {:.1}, {pairs} pairs, \
-         spread {:.1})",
+         spread {:.1}, moved {:.3} objects/pair)",
         workload.name(),
         per_pair(least.saturating_sub(empty)),
         per_pair(least),
         per_pair(empty),
         per_pair(most - least),
+        moved as f64 / (TRIES as u64 * pairs) as f64,
     );
 }
 
