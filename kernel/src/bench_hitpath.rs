@@ -239,11 +239,7 @@ impl Workload {
 
 /// The least ticks of [`TRIES`] runs after one warm-up run, the greatest, and the
 /// objects moved between the arrays and the slabs in the `TRIES` runs.
-fn least_of<A: Api>(
-    api: &A,
-    workload: Workload,
-    slots: &mut [NonNull<u8>],
-) -> (u64, u64, u64) {
+fn least_of<A: Api>(api: &A, workload: Workload, slots: &mut [NonNull<u8>]) -> (u64, u64, u64) {
     workload.run(api, slots);
     let (mut least, mut most) = (u64::MAX, 0);
     let moved_before = api.moved();

@@ -104,6 +104,33 @@ pub(super) struct ArrayCache {
 const _: () = assert!(HEADER == 64);
 const _: () = assert!(core::mem::offset_of!(ArrayCache, before_entries) == HEADER - 8);
 
+// SAFETY: the header's plain fields are written once, when it is made, and only read
+// after (`before_entries` is always null); its counters are atomics. (The entries that
+// follow an array's header are its CPU's alone: see the module docs.)
+unsafe impl Send for ArrayCache {}
+// SAFETY: as above.
+unsafe impl Sync for ArrayCache {}
+
+impl ArrayCache {
+    /// The header of an array of `limit` entries, `batchcount` per refill or flush,
+    /// empty.
+    pub(super) fn new(limit: usize, batchcount: usize) -> Self {
+        Self {
+            init: RaceCheck::new("a per-CPU array's header"),
+            entries_check: RaceCheck::new("a per-CPU array's entries"),
+            avail: AtomicU32::new(0),
+            limit: limit as u32,
+            batchcount: batchcount as u32,
+            alloc_hit: AtomicU64::new(0),
+            alloc_miss: AtomicU64::new(0),
+            free_hit: AtomicU64::new(0),
+            free_miss: AtomicU64::new(0),
+            _spare: 0,
+            before_entries: core::ptr::null_mut(),
+        }
+    }
+}
+
 /// Adds one to a counter that only the owning CPU writes: no atomic add needed.
 #[inline]
 pub(super) fn bump(counter: &AtomicU64) {
@@ -185,8 +212,14 @@ pub struct CacheArrays<I: CpuLocal> {
     pub(super) limit: AtomicUsize,
     /// Objects per refill or flush of arrays made from now on.
     pub(super) batchcount: AtomicUsize,
-    /// Each CPU's array, or null. Written only by (or as) that CPU, interrupts off.
+    /// Each CPU's array, or `no_array`. Written only by (or as) that CPU, interrupts
+    /// off.
     pub(super) arrays: [AtomicPtr<ArrayCache>; MAX_CPUS],
+    /// Where the slot of a CPU without an array points: an array with no entries, so
+    /// that the hits need no test for a missing array (its pop finds the null word,
+    /// its push finds `avail == limit == 0`: both miss, and the miss makes the array).
+    /// Never written after the cache is made.
+    no_array: ArrayCache,
     /// Held by whoever drains, frees or reads the arrays from outside (see the module
     /// docs); does not disable interrupts, and is held across `on_each_cpu`.
     pub(super) tuning: SpinLock<(), InterruptsOn<I>>,
@@ -208,13 +241,21 @@ impl<I: CpuLocal> CacheFront for CacheArrays<I> {
         Self {
             limit: AtomicUsize::new(limit),
             batchcount: AtomicUsize::new(limit.div_ceil(2)),
+            // Pointed at `no_array` by `placed`, before the cache is used.
             #[cfg(not(loom))]
             arrays: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS],
             // Loom's atomics cannot be made in `const`.
             #[cfg(loom)]
             arrays: core::array::from_fn(|_| AtomicPtr::new(core::ptr::null_mut())),
+            no_array: ArrayCache::new(0, 0),
             tuning: SpinLock::new(()),
             retired: SpinLock::new(CpuCounters::default()),
+        }
+    }
+
+    fn placed(&self) {
+        for slot in &self.arrays {
+            slot.store(self.no_array(), Ordering::Relaxed);
         }
     }
 }
@@ -223,10 +264,32 @@ impl<I: CpuLocal> CacheArrays<I> {
     /// CPU `cpu`'s array, if it has one.
     #[inline]
     pub(super) fn array(&self, cpu: usize) -> Option<Array> {
+        let array = self.array_or_none(cpu);
+        (array.0.as_ptr() != self.no_array()).then_some(array)
+    }
+
+    /// CPU `cpu`'s array, or the array with no entries (`no_array`) if it has none:
+    /// what the hits use, where both miss alike.
+    #[inline]
+    pub(super) fn array_or_none(&self, cpu: usize) -> Array {
         debug_assert!(cpu < MAX_CPUS);
         // SAFETY: `cpu` comes from `CpuLocal::current_cpu` (or `on_each_cpu`), below
         // `CPUS`, which `CpuCaches` checks at compile time to be at most `MAX_CPUS`.
         let slot = unsafe { self.arrays.get_unchecked(cpu) };
-        NonNull::new(slot.load(Ordering::Acquire)).map(Array)
+        let array = slot.load(Ordering::Acquire);
+        debug_assert!(!array.is_null(), "a cache used before it was placed");
+        // SAFETY: `placed` pointed every slot at `no_array`, before the cache was used;
+        // since, only arrays (and `no_array` again) are stored.
+        Array(unsafe { NonNull::new_unchecked(array) })
+    }
+
+    /// Forgets CPU `cpu`'s array (it is being freed).
+    pub(super) fn clear(&self, cpu: usize) {
+        self.arrays[cpu].store(self.no_array(), Ordering::Release);
+    }
+
+    /// The array with no entries.
+    fn no_array(&self) -> *mut ArrayCache {
+        core::ptr::from_ref(&self.no_array).cast_mut()
     }
 }

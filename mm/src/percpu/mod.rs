@@ -86,8 +86,7 @@ use crate::platform::CpuLocal;
 use crate::slab::{
     ObjectInfo, SlabBackend, SlabCache, SlabCaches, SlabError, SlabFlags, SlabOptions, Walk,
 };
-use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use crate::sync::cell::RaceCheck;
+use crate::sync::atomic::{AtomicBool, Ordering};
 use array::{Array, ArrayCache, bump};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -162,20 +161,20 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             return None;
         }
         let saved = I::disable();
-        if let Some(array) = cache.front.array(I::current_cpu()) {
-            let avail = array.avail();
-            // Entries hold objects, never null; an empty array gives the null word
-            // before its entries: one test covers both.
-            if let Some(object) = NonNull::new(array.last(avail)) {
-                array.set_avail(avail - 1);
-                bump(&array.header().alloc_hit);
-                // SAFETY: `saved` is from the `disable` above, the latest one.
-                unsafe { I::restore(saved) };
-                // SAFETY: an object of the cache's slabs, just taken off the array: in
-                // no user's hands.
-                unsafe { self.slab.mark_live(object.addr().get()) };
-                return Some(object);
-            }
+        // No array yet: the array with no entries, whose pop misses as an empty one does.
+        let array = cache.front.array_or_none(I::current_cpu());
+        let avail = array.avail();
+        // Entries hold objects, never null; an empty array gives the null word before
+        // its entries: one test covers both.
+        if let Some(object) = NonNull::new(array.last(avail)) {
+            array.set_avail(avail - 1);
+            bump(&array.header().alloc_hit);
+            // SAFETY: `saved` is from the `disable` above, the latest one.
+            unsafe { I::restore(saved) };
+            // SAFETY: an object of the cache's slabs, just taken off the array: in no
+            // user's hands.
+            unsafe { self.slab.mark_live(object.addr().get()) };
+            return Some(object);
         }
         // SAFETY: as above.
         unsafe { I::restore(saved) };
@@ -308,19 +307,20 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
     pub fn free_taken(&self, cache: &CacheDescriptor<I>, addr: usize) -> Result<(), SlabError> {
         if I::CPUS > 0 {
             let saved = I::disable();
-            if let Some(array) = cache.front.array(I::current_cpu()) {
-                let avail = array.avail();
-                if avail < array.header().limit as usize {
-                    let object = core::ptr::with_exposed_provenance_mut(addr);
-                    array.header().entries_check.write("pushed");
-                    // SAFETY: our array, interrupts off, `avail < limit`.
-                    unsafe { array.entries().add(avail).write(object) };
-                    array.set_avail(avail + 1);
-                    bump(&array.header().free_hit);
-                    // SAFETY: `saved` is from the `disable` above, the latest one.
-                    unsafe { I::restore(saved) };
-                    return Ok(());
-                }
+            // No array yet: the array with no entries, where `avail == limit == 0`.
+            let array = cache.front.array_or_none(I::current_cpu());
+            let avail = array.avail();
+            if avail < array.header().limit as usize {
+                let object = core::ptr::with_exposed_provenance_mut(addr);
+                array.header().entries_check.write("pushed");
+                // SAFETY: our array (not the one with no entries: its limit is 0),
+                // interrupts off, `avail < limit`.
+                unsafe { array.entries().add(avail).write(object) };
+                array.set_avail(avail + 1);
+                bump(&array.header().free_hit);
+                // SAFETY: `saved` is from the `disable` above, the latest one.
+                unsafe { I::restore(saved) };
+                return Ok(());
             }
             // SAFETY: as above.
             unsafe { I::restore(saved) };
@@ -413,21 +413,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
         let object = self.slab.alloc(home).ok()?.cast::<ArrayCache>();
         // SAFETY: an object of a general cache of at least `bytes_for(limit)` bytes,
         // aligned to its size up to a page (so to 128 at least: the header's 64), ours.
-        unsafe {
-            object.write(ArrayCache {
-                init: RaceCheck::new("a per-CPU array's header"),
-                entries_check: RaceCheck::new("a per-CPU array's entries"),
-                avail: AtomicU32::new(0),
-                limit: limit as u32,
-                batchcount: batchcount.clamp(1, limit) as u32,
-                alloc_hit: AtomicU64::new(0),
-                alloc_miss: AtomicU64::new(0),
-                free_hit: AtomicU64::new(0),
-                free_miss: AtomicU64::new(0),
-                _spare: 0,
-                before_entries: core::ptr::null_mut(),
-            });
-        }
+        unsafe { object.write(ArrayCache::new(limit, batchcount.clamp(1, limit))) };
         // Release: whoever finds the pointer (this CPU later, statistics on any CPU) sees
         // the header written above.
         let publish = if crate::seeded::on("relaxed_publish") {

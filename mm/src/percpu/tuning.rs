@@ -30,7 +30,7 @@ impl<B: SlabBackend, I: CpuLocal> CpuCaches<B, I> {
             array.set_avail(0);
         }
         if free_array {
-            cache.front.arrays[cpu].store(core::ptr::null_mut(), Ordering::Release);
+            cache.front.clear(cpu);
             cache.front.retired.lock().add(&array.counters());
             let limit = array.header().limit as usize;
             let home = self

@@ -45,6 +45,10 @@ pub trait CacheFront: Send + Sync + Sized {
     /// The front part of a new cache whose slots are `slot` bytes, with or without the
     /// debug checks (red zones, poisoning).
     fn new(slot: usize, debug: bool) -> Self;
+
+    /// The descriptor holding this front part has reached the memory it will stay in
+    /// (it is not yet in use): a front part may now point into itself.
+    fn placed(&self) {}
 }
 
 impl CacheFront for () {

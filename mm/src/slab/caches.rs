@@ -94,6 +94,7 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
         unsafe { home.write(temp) };
         // SAFETY: just written.
         let real = unsafe { home.as_ref() };
+        real.front.placed();
         // ... and tie the knot: the slab's pages now name the real descriptor.
         let st = real.state.lock();
         for list in [&st.full, &st.partial, &st.free] {
@@ -183,6 +184,8 @@ impl<B: SlabBackend, I: InterruptControl, F: CacheFront> SlabCaches<B, I, F> {
             .cast::<SlabCache<I, F>>();
         // SAFETY: an object of `kmem_cache`, sized and aligned for a descriptor, ours.
         unsafe { home.write(SlabCache::new(name, geo, ctor, dtor, desc_cache, general)) };
+        // SAFETY: just written; nobody else has it yet.
+        unsafe { home.as_ref() }.front.placed();
         self.chain.lock().push_back(home);
         Ok(home)
     }
