@@ -46,6 +46,9 @@
 //! cost is one page per 256 KiB of window that ever held a slab, 1.6% of the slab
 //! memory at its highest, plus the page of zeros and one dependent load per lookup.
 //!
+//! Within a region's page the words are not in the window's order but spread (see
+//! [`SPREAD`]), so that CPUs using objects of one slab page do not share a line of map.
+//!
 //! The directory pointer is published (Release) before the slab's owner-table entries
 //! and before any of its objects can be handed out, so whoever marks or takes a bit of
 //! an object finds its region's page.
@@ -63,6 +66,30 @@ const BYTES_PER_WORD: usize = GRANULE * u64::BITS as usize;
 const WORDS_PER_REGION: usize = PAGE_SIZE / core::mem::size_of::<u64>();
 /// Bytes of window per region (256 KiB).
 const REGION_BYTES: usize = WORDS_PER_REGION * BYTES_PER_WORD;
+
+/// Where a word of map goes in its region's page: word `w` of the region (the bits of
+/// bytes `512 w .. 512 (w + 1)` of it) is stored at `w x SPREAD mod 512`, a
+/// permutation (`SPREAD` is odd).
+///
+/// Why not in place: one 64-byte line of map would then hold the bits of one page of
+/// slab, and two CPUs that each keep using an object of one page (a refill hands out
+/// runs of a page, so that is common) pass that line back and forth on every
+/// allocation and free. Measured hosted (`scaling run --threads 2 --ms 300 --alloc
+/// mm`, six runs), two threads of `pairs` made 21-22 Mops/s in four runs and 155 in
+/// two. Spread, the 8 words of a page lie on 8 different lines, and the words at one
+/// offset of different pages of a region on different lines too (the tops of two
+/// fresh refills end at the same offset of their pages): 160-164 Mops/s in six runs of
+/// six. Spreading single bits instead of words (a multiply of the granule) also fixed
+/// `pairs`, but made one thread's run of consecutive objects touch a line per object:
+/// two threads of `rounds` fell from 93-98 to 62 Mops/s. Words keep 8 consecutive
+/// 64-byte objects on one line: `rounds` makes 78. 13 is among the multipliers that
+/// put no two words of a page on one line and the fewest words of two pages (at most
+/// 5 of 8) on shared lines; it costs two `lea`s per mark and per take.
+const SPREAD: usize = 13;
+const _: () = assert!(
+    SPREAD % 2 == 1,
+    "an odd multiplier permutes the words mod 512"
+);
 
 /// The map. See the [module docs](self).
 pub struct LiveMap {
@@ -230,7 +257,8 @@ impl LiveMap {
     /// `words`.
     #[inline(always)]
     fn in_region(&self, words: NonNull<AtomicU64>, granule: usize) -> (&AtomicU64, u64) {
-        let word = granule / u64::BITS as usize % WORDS_PER_REGION;
+        // The word's place in its region's page: spread (see `SPREAD`).
+        let word = (granule / u64::BITS as usize).wrapping_mul(SPREAD) % WORDS_PER_REGION;
         // `wrapping_shl` shifts by the low six bits: the bit within the word.
         let bit = 1u64.wrapping_shl(granule as u32);
         // SAFETY: `word < WORDS_PER_REGION`: inside the region's page (or the page of
